@@ -1,0 +1,137 @@
+"""Saving and loading fitted detectors: ``detector.json`` + ``tensors.safetensors``, never pickle.
+
+The JSON records the format version, the backbone (name, kind, size, taps, widths, mean/std) and
+every parameter, so a loaded detector rebuilds the same backbone and refuses one that differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .backbones import create_backbone
+from .memory.bank import MemoryBank
+from .scoring.calibration import Calibration
+
+if TYPE_CHECKING:
+    from .detector import Detector
+
+FORMAT = "vandal-detector"
+FORMAT_VERSION = 1
+CONFIG_FILE = "detector.json"
+TENSORS_FILE = "tensors.safetensors"
+
+
+class IncompatibleBundleError(ValueError):
+    """A saved detector that this version cannot use, or whose backbone differs."""
+
+
+def save_detector(detector: "Detector", directory: str | os.PathLike) -> None:
+    """Write atomically: everything goes to a temporary sibling, then replaces ``directory``."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"bank.{key}": bank.features.contiguous().cpu() for key, bank in detector.banks_.items()}
+    if detector.text_ is not None:
+        tensors["text_features"] = detector.text_.contiguous().cpu()
+    if detector.adapters_ is not None:
+        tensors.update({f"adapters.{k}": v.contiguous().cpu() for k, v in detector.adapters_.state_dict().items()})
+    params = detector.get_params()
+    params["taps"] = list(params["taps"]) if params["taps"] is not None else None
+    params["neighbourhood"] = list(params["neighbourhood"])
+    params.pop("adapters")  # the adapters travel inside the bundle
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vandal_version": __version__,
+        "backbone": detector.backbone_.spec.to_dict(),
+        "params": params,
+        "has_adapters": detector.adapters_ is not None,
+        "n_references": detector.n_references_,
+        "calibration": detector.calibration_.to_dict(),
+    }
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        save_file(tensors, str(staging / TENSORS_FILE), metadata={"format": FORMAT})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        if target.exists():
+            if not (target / CONFIG_FILE).exists() and any(target.iterdir()):
+                raise FileExistsError(f"{target} exists and is not a vandal detector: refusing to overwrite it")
+            backup = target.with_name(f".{target.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            target.rename(backup)
+            staging.rename(target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise IncompatibleBundleError(f"{directory}: no {CONFIG_FILE}; this is not a saved vandal detector")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise IncompatibleBundleError(f"{path}: not valid JSON ({error}); the bundle is damaged") from error
+    if config.get("format") != FORMAT:
+        raise IncompatibleBundleError(f"{path}: not a vandal detector bundle")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IncompatibleBundleError(
+            f"{directory}: saved with bundle format {version} (vandal {config.get('vandal_version')}); this vandal "
+            f"{__version__} reads format {FORMAT_VERSION}. Refit the detector with this version."
+        )
+    return config
+
+
+def check_backbone(saved: dict, built: dict, directory: str | os.PathLike) -> None:
+    """The rebuilt backbone must match the saved one in everything the memory depends on."""
+    for field in ("kind", "image_size", "taps", "tap_dims", "embed_dim", "preprocessing"):
+        if saved.get(field) != built.get(field):
+            raise IncompatibleBundleError(
+                f"{directory}: saved for backbone {saved.get('name')!r} with {field}={saved.get(field)}, but the "
+                f"backbone built now has {field}={built.get(field)}; refit, or load with the original backbone"
+            )
+
+
+def load_detector(cls: type["Detector"], directory: str | os.PathLike, device: str = "auto",
+                  progress: bool = True) -> "Detector":
+    config = read_config(directory)
+    params = dict(config["params"])
+    params["taps"] = tuple(params["taps"]) if params["taps"] is not None else None
+    params["neighbourhood"] = tuple(params["neighbourhood"])
+    spec = config["backbone"]
+    detector = cls(**params, device=device, progress=progress)
+    detector.backbone = spec["name"]
+    detector.image_size = spec["image_size"]
+    detector.taps = tuple(spec["taps"])
+    # Build without class_name/adapters: text features and adapters come from the bundle exactly.
+    class_name, detector.class_name = detector.class_name, None
+    detector._build()
+    detector.class_name = class_name
+    check_backbone(spec, detector.backbone_.spec.to_dict(), directory)
+    tensors = load_file(str(Path(directory) / TENSORS_FILE), device="cpu")
+    detector.banks_ = {key[len("bank."):]: MemoryBank(value.to(detector.device_))
+                       for key, value in tensors.items() if key.startswith("bank.")}
+    expected = {f"tap{i}.r{r}" for i in range(len(spec["taps"])) for r in params["neighbourhood"]}
+    if config["n_references"] and set(detector.banks_) != expected:
+        raise IncompatibleBundleError(f"{directory}: memory banks {sorted(detector.banks_)} do not match taps/scales")
+    detector.text_ = tensors["text_features"].to(detector.device_) if "text_features" in tensors else None
+    if config.get("has_adapters"):
+        from .scoring.adapters import adapters_from_state
+
+        state = {k[len("adapters."):]: v for k, v in tensors.items() if k.startswith("adapters.")}
+        detector.adapters_ = adapters_from_state(state, detector.backbone_.spec).to(detector.device_).eval()
+    detector.n_references_ = config["n_references"]
+    detector.calibration_ = Calibration.from_dict(config["calibration"])
+    return detector

@@ -1,0 +1,84 @@
+"""Augmented views of a reference shot (Multi-Scale Memory Comparison's memory augmentation).
+
+Each shot also enters the memory as rotations by +-pi/16 and +-pi/8 (reflection padding),
+translations by +-10% of the side and horizontal / vertical flips: 11 views a shot.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Transform:
+    """An affine view: rotation (radians), translation (fractions of the side), flips."""
+
+    angle: float = 0.0
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    flip_h: bool = False
+    flip_v: bool = False
+
+    def name(self) -> str:
+        parts = []
+        if self.angle:
+            parts.append(f"rot{math.degrees(self.angle):+.1f}")
+        if self.shift_x or self.shift_y:
+            parts.append(f"shift{self.shift_x:+.2f},{self.shift_y:+.2f}")
+        if self.flip_h:
+            parts.append("hflip")
+        if self.flip_v:
+            parts.append("vflip")
+        return "_".join(parts) or "identity"
+
+
+def paper_transforms(rotations: bool = True, translations: bool = True, flips: bool = True) -> list[Transform]:
+    """The views METHOD section 5 lists, identity first (11 with everything on)."""
+    views = [Transform()]
+    if rotations:
+        views += [Transform(angle=a) for a in (math.pi / 16, -math.pi / 16, math.pi / 8, -math.pi / 8)]
+    if translations:
+        views += [Transform(shift_x=0.1), Transform(shift_x=-0.1), Transform(shift_y=0.1), Transform(shift_y=-0.1)]
+    if flips:
+        views += [Transform(flip_h=True), Transform(flip_v=True)]
+    return views
+
+
+def calibration_transforms() -> list[Transform]:
+    """Small perturbations that a normal part may show between captures (used to calibrate k = 1)."""
+    small = math.pi / 48
+    return [Transform(angle=small), Transform(angle=-small), Transform(shift_x=0.03, shift_y=0.03),
+            Transform(shift_x=-0.03, shift_y=-0.03)]
+
+
+def apply_transform(image: np.ndarray, transform: Transform) -> np.ndarray:
+    """``[H, W, 3]`` uint8 -> the transformed view, same size, reflection padding."""
+    if transform == Transform():
+        return image
+    out = image
+    if transform.flip_h:
+        out = out[:, ::-1]
+    if transform.flip_v:
+        out = out[::-1]
+    if transform.angle or transform.shift_x or transform.shift_y:
+        height, width = out.shape[:2]
+        tensor = torch.from_numpy(out.copy()).permute(2, 0, 1)[None].float()
+        cos, sin = math.cos(transform.angle), math.sin(transform.angle)
+        # affine_grid works in normalised [-1, 1] coordinates; correct the rotation for aspect.
+        aspect = width / height
+        theta = torch.tensor([[cos, -sin / aspect, -2 * transform.shift_x],
+                              [sin * aspect, cos, -2 * transform.shift_y]], dtype=torch.float32)[None]
+        grid = F.affine_grid(theta, list(tensor.shape), align_corners=False)
+        warped = F.grid_sample(tensor, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        out = warped[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return np.ascontiguousarray(out)
+
+
+def augment(image: np.ndarray, transforms: list[Transform]) -> list[np.ndarray]:
+    """One image -> one view per transform."""
+    return [apply_transform(image, t) for t in transforms]

@@ -1,0 +1,74 @@
+"""Memory banks of reference patch tokens and chunked nearest-neighbour search (METHOD section 5).
+
+One bank per tap. A test token's score is ``min over bank of (1 - cos)``. The search is chunked
+over queries and over the bank, so peak memory is bounded by ``chunk_elements`` whatever the
+number of references.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Elements of the largest query x bank similarity block held at once (64 Mi floats = 256 MiB).
+DEFAULT_CHUNK_ELEMENTS = 1 << 26
+
+
+def nearest_cosine_distance(queries: torch.Tensor, bank: torch.Tensor,
+                            chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """``min_m (1 - cos(q, m))`` for every query.
+
+    queries: ``[Q, C]``; bank: ``[M, C]``, both already L2-normalised. Returns ``[Q]``.
+    """
+    if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
+        raise ValueError(f"queries [Q, C] and bank [M, C] must share C, got {tuple(queries.shape)} and {tuple(bank.shape)}")
+    if bank.shape[0] == 0:
+        raise ValueError("memory bank is empty: fit the detector on at least one normal image")
+    bank_chunk = max(1, min(bank.shape[0], chunk_elements // max(1, min(queries.shape[0], 4096))))
+    query_chunk = max(1, chunk_elements // bank_chunk)
+    best = torch.empty(queries.shape[0], dtype=queries.dtype, device=queries.device)
+    for qs in range(0, queries.shape[0], query_chunk):
+        q = queries[qs: qs + query_chunk]
+        top = torch.full((q.shape[0],), -2.0, dtype=q.dtype, device=q.device)
+        for ms in range(0, bank.shape[0], bank_chunk):
+            top = torch.maximum(top, (q @ bank[ms: ms + bank_chunk].T).amax(dim=1))
+        best[qs: qs + q.shape[0]] = 1.0 - top
+    return best.clamp_min_(0.0)
+
+
+class MemoryBank:
+    """Reference tokens of one tap, L2-normalised, ``[M, C]``."""
+
+    def __init__(self, features: torch.Tensor | None = None, dim: int | None = None):
+        if features is None:
+            if dim is None:
+                raise ValueError("give the features or the feature width")
+            features = torch.empty(0, dim)
+        if features.ndim != 2:
+            raise ValueError(f"bank features must be [M, C], got {tuple(features.shape)}")
+        self.features = features
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[1]
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def add(self, tokens: torch.Tensor) -> None:
+        """tokens ``[..., C]`` (e.g. a ``[B, h, w, C]`` tap grid) -> appended, normalised."""
+        if tokens.shape[-1] != self.dim:
+            raise ValueError(f"bank holds width {self.dim}, got tokens of width {tokens.shape[-1]}")
+        flat = F.normalize(tokens.reshape(-1, self.dim).float(), dim=-1).to(self.features.device)
+        self.features = torch.cat([self.features, flat])
+
+    def distance_grid(self, tokens: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+        """tokens ``[B, h, w, C]`` -> nearest cosine distance ``[B, h, w]``."""
+        if tokens.ndim != 4:
+            raise ValueError(f"expected tokens [B, h, w, C], got {tuple(tokens.shape)}")
+        b, h, w, c = tokens.shape
+        if c != self.dim:
+            raise ValueError(f"bank holds width {self.dim}, got tokens of width {c}")
+        queries = F.normalize(tokens.reshape(-1, c).float(), dim=-1)
+        bank = self.features.to(queries.device)
+        return nearest_cosine_distance(queries, bank, chunk_elements).reshape(b, h, w)

@@ -1,0 +1,1 @@
+"""Scoring: pure functions that turn features into anomaly scores and maps."""

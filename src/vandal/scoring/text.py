@@ -1,0 +1,135 @@
+"""Zero-shot text scoring (METHOD sections 3 and 4): pure functions on tensors.
+
+``text`` is always ``T`` of shape ``[2, D]`` (row 0 normal, row 1 abnormal), see
+:func:`vandal.prompts.text_features`. Features are normalised here, so callers may pass raw
+projected tokens. Everything is computed in float32 whatever the backbone's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+TEMPERATURE = 100.0  # CLIP's logit scale, as the reference code hard-codes it
+
+
+def _size2(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def text_image_score(global_embedding: torch.Tensor, text: torch.Tensor,
+                     temperature: float = TEMPERATURE) -> torch.Tensor:
+    """global ``[B, D]``, text ``[2, D]`` -> ``[B]`` = ``softmax(100 * g @ T.T)[:, 1]``."""
+    g = F.normalize(global_embedding.float(), dim=-1)
+    t = F.normalize(text.float(), dim=-1)
+    return (temperature * g @ t.T).softmax(dim=-1)[:, 1]
+
+
+def text_logits(tokens: torch.Tensor, text: torch.Tensor,
+                temperature: float = TEMPERATURE) -> torch.Tensor:
+    """tokens ``[B, h, w, D]`` -> logits ``[B, 2, h, w]`` = ``100 * normalize(F) @ T.T``."""
+    f = F.normalize(tokens.float(), dim=-1)
+    t = F.normalize(text.float(), dim=-1)
+    return (temperature * f @ t.T).permute(0, 3, 1, 2)
+
+
+def abnormal_probability(logits: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """logits ``[B, 2, h, w]`` -> ``[B, H, W]``: upsample the logits, then softmax, keep channel 1.
+
+    The order matters: the reference interpolates logits (bilinear, align_corners=True) and only
+    then takes the softmax, which gives sharper maps than upsampling probabilities.
+    """
+    logits = F.interpolate(logits, size=_size2(size), mode="bilinear", align_corners=True)
+    return logits.softmax(dim=1)[:, 1]
+
+
+def text_anomaly_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor,
+                      size: int | tuple[int, int], temperature: float = TEMPERATURE) -> torch.Tensor:
+    """APRIL-GAN's zero-shot map: per tap ``[B, h, w, D]`` -> abnormal probability, summed.
+
+    Returns ``[B, H, W]`` in ``[0, n_taps]``.
+    """
+    if not projected_taps:
+        raise ValueError("text_anomaly_maps needs at least one tap")
+    return sum(abnormal_probability(text_logits(tap, text, temperature), size)
+               for tap in projected_taps)
+
+
+def harmonic_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Harmonic mean along ``dim`` of non-negative values; a zero anywhere gives zero."""
+    # 1/0 = inf and n/inf = 0: the limit, with no special case.
+    return values.shape[dim] / values.reciprocal().sum(dim=dim)
+
+
+def pool_tokens(tokens: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over ``window x window`` neighbourhoods (stride 1, borders averaged over what exists).
+
+    tokens ``[B, h, w, D]`` -> ``[B, h, w, D]``. ``window`` must be odd so the grid keeps its size.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"pooling windows must be odd and positive, got {window}")
+    if window == 1:
+        return tokens
+    grid = tokens.permute(0, 3, 1, 2)
+    pooled = F.avg_pool2d(grid, kernel_size=window, stride=1, padding=window // 2,
+                          count_include_pad=False)
+    return pooled.permute(0, 2, 3, 1)
+
+
+def pooled_text_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor,
+                     size: int | tuple[int, int], scales: Sequence[int] = (1, 3, 5),
+                     temperature: float = TEMPERATURE) -> torch.Tensor:
+    """The cheap multi-scale variant (METHOD section 4): ``[B, H, W]`` in ``[0, n_taps]``.
+
+    For each tap, the projected tokens are pooled over ``r x r`` neighbourhoods for each ``r`` in
+    ``scales``, each pooled grid is scored as in :func:`text_anomaly_maps`, the per-scale
+    probabilities are combined by harmonic mean, and the taps are summed. ``scales=(1,)`` is
+    exactly :func:`text_anomaly_maps`.
+    """
+    if not projected_taps:
+        raise ValueError("pooled_text_maps needs at least one tap")
+    if not scales:
+        raise ValueError("pooled_text_maps needs at least one scale")
+    total = None
+    for tap in projected_taps:
+        per_scale = torch.stack([
+            abnormal_probability(text_logits(pool_tokens(tap, r), text, temperature), size)
+            for r in scales
+        ])
+        combined = harmonic_mean(per_scale, dim=0)
+        total = combined if total is None else total + combined
+    return total
+
+
+def _symmetric_index(n: int, radius: int, device: torch.device) -> torch.Tensor:
+    """Indices that pad ``n`` samples by ``radius`` on each side, mirrored about the edges.
+
+    Half-sample symmetric (``d c b a | a b c d | d c b a``), as scipy.ndimage's ``reflect``;
+    repeated periodically, so any radius works even on tiny maps.
+    """
+    index = torch.arange(-radius, n + radius, device=device) % (2 * n)
+    return torch.where(index >= n, 2 * n - 1 - index, index)
+
+
+def gaussian_smooth(maps: torch.Tensor, sigma: float = 4.0, truncate: float = 4.0) -> torch.Tensor:
+    """Gaussian blur of ``[B, H, W]`` maps -> ``[B, H, W]``, separable, reflect padding.
+
+    Matches ``scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=4.0)`` per map.
+    ``sigma <= 0`` returns the maps unchanged.
+    """
+    if sigma <= 0:
+        return maps
+    radius = int(truncate * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    out = maps.float()
+    for axis in (-1, -2):  # blur the rows, then the columns (transposed into rows)
+        rows = out if axis == -1 else out.transpose(-1, -2)
+        batch, height, width = rows.shape
+        padded = rows.index_select(-1, _symmetric_index(width, radius, maps.device))
+        rows = F.conv1d(padded.reshape(batch * height, 1, -1), kernel).reshape(batch, height, width)
+        out = rows if axis == -1 else rows.transpose(-1, -2)
+    return out.contiguous()

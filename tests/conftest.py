@@ -1,0 +1,28 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests' own helper modules (synthetic, clip_fixtures)
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+SHARED_BOTTLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad" / "bottle"
+
+
+@pytest.fixture(scope="session")
+def textures():
+    """Two defect-free references and four test images with planted defects (+ masks)."""
+    from synthetic import plant_defect, texture
+
+    references = [texture(seed) for seed in (0, 1)]
+    tests = [plant_defect(texture(10 + i), i) for i in range(4)]
+    return references, tests
+
+
+@pytest.fixture(scope="session")
+def fitted_detector(textures):
+    from vandal.detector import Detector
+
+    references, _ = textures
+    return Detector(progress=False).fit(references)

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from vandal.backbones.base import Preprocessing
+from vandal.data.layout import View, crop_view, image_views, merge_views, plan_views
+
+PREP = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resample="bilinear")
+
+
+def test_squash_is_one_view_of_the_whole_image():
+    assert plan_views(500, 1250, "squash") == [View(0, 0, 1250, 500)]
+
+
+def test_pad_centres_the_image_in_a_square():
+    (view,) = plan_views(500, 1250, "pad")
+    assert (view.x1 - view.x0, view.y1 - view.y0) == (1250, 1250)
+    assert view.y0 == -375 and view.x0 == 0
+
+
+def test_tiles_cover_long_image_with_square_tiles():
+    views = plan_views(500, 1250, "tile")
+    assert len(views) == 3
+    assert all(v.x1 - v.x0 == 500 and v.y1 - v.y0 == 500 for v in views)
+    assert views[0].x0 == 0 and views[-1].x1 == 1250
+    tall = plan_views(1250, 500, "tile")
+    assert len(tall) == 3 and tall[-1].y1 == 1250
+
+
+def test_unknown_policy():
+    with pytest.raises(ValueError, match="policy"):
+        plan_views(10, 10, "stretch")
+
+
+@pytest.mark.parametrize("policy", ["squash", "pad", "tile"])
+def test_merge_returns_original_size_and_keeps_constant_maps(policy):
+    views = plan_views(50, 125, policy)
+    maps = torch.full((len(views), 32, 32), 0.7)
+    merged = merge_views(maps, views, 50, 125)
+    assert merged.shape == (50, 125)
+    assert torch.allclose(merged, torch.full_like(merged, 0.7))
+
+
+def test_merge_places_a_tile_hot_spot_where_it_was():
+    views = plan_views(40, 120, "tile")
+    maps = torch.zeros(len(views), 40, 40)
+    maps[-1, 20, 39] = 1.0  # right edge of the last tile = right edge of the image
+    merged = merge_views(maps, views, 40, 120)
+    assert int(merged.flatten().argmax()) % 120 >= 110
+
+
+def test_crop_view_pads_with_edges_and_inputs_are_normalised():
+    image = np.zeros((4, 10, 3), dtype=np.uint8)
+    image[0] = 255
+    (view,) = plan_views(4, 10, "pad")
+    crop = crop_view(image, view)
+    assert crop.shape == (10, 10, 3) and (crop[0] == 255).all()
+    views, inputs = image_views(image, 32, PREP, "pad")
+    assert inputs.shape == (1, 3, 32, 32) and float(inputs.max()) == pytest.approx(1.0) and float(inputs.min()) == pytest.approx(-1.0)
