@@ -106,3 +106,20 @@ def test_paths_and_pil_inputs(fitted_detector, textures, tmp_path):
     from_pil = fitted_detector.predict(Image.fromarray(tests[0][0]))[0]
     assert from_path.pred_score == pytest.approx(from_pil.pred_score)
     assert from_path.path == str(tmp_path / "x.png")
+
+
+def test_clip_few_shot_with_text_round_trip(textures, tmp_path):
+    from clip_fixtures import make_tiny_clip
+
+    references, tests = textures
+    clip_dir = make_tiny_clip(tmp_path / "clip")
+    detector = Detector(clip_dir, image_size=64, class_name="fabric", progress=False).fit(references)
+    assert detector.text_.shape[0] == 2
+    before = detector.predict([t for t, _ in tests[:2]])
+    detector.save(tmp_path / "model")
+    after = Detector.load(tmp_path / "model", progress=False).predict([t for t, _ in tests[:2]])
+    for a, b in zip(before, after):
+        assert a.pred_score == pytest.approx(b.pred_score, abs=1e-6)
+        assert np.allclose(a.anomaly_map, b.anomaly_map, atol=1e-6)
+        # text probability (<= 1) plus the map maximum: raw score exceeds the map part alone
+        assert a.raw_score > 0

@@ -1,3 +1,20 @@
+"""vandal: zero-/few-shot visual anomaly detection and localisation."""
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+__all__ = ["Detector", "Prediction", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy, so `import vandal` (and the CLI's --help) stays fast: torch loads only when needed.
+    if name == "Detector":
+        from .detector import Detector
+
+        return Detector
+    if name == "Prediction":
+        from .prediction import Prediction
+
+        return Prediction
+    raise AttributeError(f"module 'vandal' has no attribute {name!r}")

@@ -248,7 +248,8 @@ class Detector:
         image_level = DECISION_LEVEL if self.image_threshold is None else self.image_threshold
         pixel_level = DECISION_LEVEL if self.pixel_threshold is None else self.pixel_threshold
         return Prediction(pred_score=pred_score, anomaly_map=anomaly_map, pred_label=pred_score > image_level,
-                          pred_mask=anomaly_map > pixel_level, raw_score=raw_score, path=name)
+                          pred_mask=anomaly_map > pixel_level, raw_score=raw_score, path=name,
+                          text_score=float(text.mean()) if text is not None else None)
 
     def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
                      total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:

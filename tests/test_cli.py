@@ -1,0 +1,111 @@
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vandal.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, textures):
+    root = tmp_path_factory.mktemp("cli")
+    references, tests = textures
+    normal = root / "normal"
+    normal.mkdir()
+    for i, image in enumerate(references):
+        Image.fromarray(image).save(normal / f"ref{i}.png")
+    (normal / "notes.txt").write_text("not an image")
+    # Two inputs share a file name in different folders.
+    for sub in ("a", "b"):
+        (root / "test" / sub).mkdir(parents=True)
+    Image.fromarray(tests[0][0]).save(root / "test" / "a" / "x.png")
+    Image.fromarray(tests[1][0]).save(root / "test" / "b" / "x.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(folders):
+    out = folders / "model"
+    result = runner.invoke(app, ["fit", "--normal", str(folders / "normal"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ignored 1 non-image file" in result.output
+    return out
+
+
+def read_rows(path):
+    with open(path) as handle:
+        return list(csv.reader(handle))
+
+
+def test_fit_then_predict_writes_csv_overlays_masks_and_maps(folders, model_dir, tmp_path):
+    a, b = folders / "test" / "a" / "x.png", folders / "test" / "b" / "x.png"
+    result = runner.invoke(app, ["predict", str(model_dir), str(a), str(b), "--out", str(tmp_path), "--save-maps"])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(tmp_path / "predictions.csv")
+    assert rows[0] == ["path", "pred_score", "pred_label", "map_file"]
+    assert [r[0] for r in rows[1:]] == [str(a), str(b)]
+    map_files = [r[3] for r in rows[1:]]
+    assert len(set(map_files)) == 2, "two inputs named x.png must get distinct map files"
+    for row in rows[1:]:
+        assert row[2] == "true"  # planted defects
+        saved = np.load(tmp_path / row[3])
+        assert saved.dtype == np.float16 and saved.shape == (160, 160)
+    assert len(list((tmp_path / "overlays").glob("*.png"))) == 2
+    mask = np.asarray(Image.open(sorted((tmp_path / "masks").glob("*.png"))[0]))
+    assert set(np.unique(mask)) <= {0, 255} and mask.shape == (160, 160)
+    assert not list(tmp_path.rglob("*.part")), "no half-written files"
+
+
+def test_predict_without_save_maps_leaves_map_file_empty(folders, model_dir, tmp_path):
+    result = runner.invoke(app, ["predict", str(model_dir), str(folders / "test" / "a"), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert read_rows(tmp_path / "predictions.csv")[1][3] == ""
+
+
+def test_unreadable_input_stops_or_is_skipped(folders, model_dir, tmp_path):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "zero.png").write_bytes(b"")
+    (bad / "junk.jpg").write_bytes(b"\x89PNG garbage")
+    Image.fromarray(np.asarray(Image.open(folders / "test" / "a" / "x.png"))).save(bad / "good.png")
+    result = runner.invoke(app, ["predict", str(model_dir), str(bad), "--out", str(tmp_path / "o1")])
+    assert result.exit_code != 0 and "junk.jpg" in result.output
+    result = runner.invoke(app, ["predict", str(model_dir), str(bad), "--out", str(tmp_path / "o2"), "--skip-unreadable"])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(tmp_path / "o2" / "predictions.csv")
+    assert [r[0].split("/")[-1] for r in rows[1:]] == ["good.png"]
+    skipped = read_rows(tmp_path / "o2" / "skipped.csv")
+    assert sorted(r[0].split("/")[-1] for r in skipped[1:]) == ["junk.jpg", "zero.png"]
+
+
+def test_empty_folder_and_wrong_model_dir(folders, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["fit", "--normal", str(empty), "--out", str(tmp_path / "m")])
+    assert result.exit_code != 0 and "no images found" in result.output
+    result = runner.invoke(app, ["predict", str(folders / "normal"), str(folders / "test"), "--out", str(tmp_path / "o"),
+                                 "--recursive"])
+    assert result.exit_code != 0 and "not a saved vandal detector" in result.output
+
+
+def test_zero_shot_needs_a_text_backbone(folders, tmp_path):
+    result = runner.invoke(app, ["predict", "--zero-shot", "--class-name", "bottle", "--backbone", "efficientnet-lite2",
+                                 str(folders / "test" / "a"), "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "no text encoder" in result.output
+
+
+def test_zero_shot_with_tiny_clip(folders, tmp_path):
+    from clip_fixtures import make_tiny_clip
+
+    clip_dir = make_tiny_clip(tmp_path / "clip")
+    result = runner.invoke(app, ["predict", "--zero-shot", "--class-name", "bottle", "--backbone", clip_dir,
+                                 str(folders / "test" / "a"), "--out", str(tmp_path / "o"), "--save-maps"])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(tmp_path / "o" / "predictions.csv")
+    score = float(rows[1][1])
+    assert 0.0 <= score <= 1.0  # zero-shot: a text probability scaled so 0.5 is the decision level
+    assert np.load(tmp_path / "o" / rows[1][3]).shape == (160, 160)
