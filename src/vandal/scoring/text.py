@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..memory.pooling import pool_neighbourhood
+
 TEMPERATURE = 100.0  # CLIP's logit scale, as the reference code hard-codes it
 
 
@@ -63,19 +65,8 @@ def harmonic_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return values.shape[dim] / values.reciprocal().sum(dim=dim)
 
 
-def pool_tokens(tokens: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean over ``window x window`` neighbourhoods (stride 1, borders averaged over what exists).
-
-    tokens ``[B, h, w, D]`` -> ``[B, h, w, D]``. ``window`` must be odd so the grid keeps its size.
-    """
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"pooling windows must be odd and positive, got {window}")
-    if window == 1:
-        return tokens
-    grid = tokens.permute(0, 3, 1, 2)
-    pooled = F.avg_pool2d(grid, kernel_size=window, stride=1, padding=window // 2,
-                          count_include_pad=False)
-    return pooled.permute(0, 2, 3, 1)
+# One neighbourhood-averaging implementation serves text maps and memory banks alike.
+pool_tokens = pool_neighbourhood
 
 
 def pooled_text_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor,
