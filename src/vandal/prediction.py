@@ -17,6 +17,7 @@ class Prediction:
     pred_mask: ``[H, W]`` bool, the pixels judged anomalous.
     raw_score: the uncalibrated image score (distance / probability units).
     path: the input's name (a path, or a placeholder for in-memory images).
+    text_score: the text-probability part of ``raw_score`` (text backbones with a class name), else None.
     """
 
     pred_score: float
@@ -25,3 +26,4 @@ class Prediction:
     pred_mask: np.ndarray
     raw_score: float
     path: str | None = None
+    text_score: float | None = None

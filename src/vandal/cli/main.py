@@ -173,6 +173,15 @@ def version() -> None:
     typer.echo(__version__)
 
 
+# Commands kept in their own modules register themselves here (each module's register(app)).
+from . import evaluate as _evaluate  # noqa: E402
+
+_evaluate.register(app)
+from . import adapters as _adapters  # noqa: E402
+
+_adapters.register(app)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
