@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.images import UnreadableImageError, load_image
+from .data.images import UnreadableImageError, decode_ahead
 from .outputs import CSV_HEADER, unique_stems, write_csv, write_npy, write_png
 from .visualize import mask_image, overlay
 
@@ -29,13 +29,14 @@ def write_outputs(detector: "Detector", paths: list[Path], out: Path, save_maps:
     stems = unique_stems([str(p) for p in paths])
     rows, skipped = [], []
     level = detector.pixel_threshold if detector.pixel_threshold is not None else 0.5
-    for path, stem in tqdm(list(zip(paths, stems)), desc="predict", unit="img", disable=not detector.progress):
-        try:
-            image = load_image(path)
-        except UnreadableImageError as error:
+    stem_of = dict(zip(map(str, paths), stems))
+    decoded = decode_ahead(list(paths))
+    for path, image in tqdm(decoded, total=len(paths), desc="predict", unit="img", disable=not detector.progress):
+        stem = stem_of[str(path)]
+        if isinstance(image, UnreadableImageError):
             if not skip_unreadable:
-                raise SystemExit(f"error: {error}") from error
-            skipped.append([str(path), str(error)])
+                raise SystemExit(f"error: {image}")
+            skipped.append([str(path), str(image)])
             continue
         prediction = detector.predict_image(image, str(path))
         write_png(out / "overlays" / f"{stem}.png",

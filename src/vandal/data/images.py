@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Union
 
 import numpy as np
@@ -106,3 +107,26 @@ def describe(image: ImageInput, index: int) -> str:
     if isinstance(image, (str, os.PathLike)):
         return str(image)
     return f"<{type(image).__name__} #{index}>"
+
+
+def decode_ahead(inputs: "list[ImageInput]") -> "Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError]]":
+    """Decode inputs in a background thread, one ahead of the consumer.
+
+    PIL releases the GIL while decoding, so the next file decodes while the backbone runs on the
+    current one: decoding a 900 x 900 PNG costs about a quarter of an EfficientNet forward, and
+    would otherwise add straight to predict time. Yields ``(input, array or the error)``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def decode(item: ImageInput) -> "np.ndarray | UnreadableImageError":
+        try:
+            return load_image(item)
+        except UnreadableImageError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vandal-decode") as pool:
+        pending = pool.submit(decode, inputs[0]) if inputs else None
+        for index, item in enumerate(inputs):
+            result = pending.result()
+            pending = pool.submit(decode, inputs[index + 1]) if index + 1 < len(inputs) else None
+            yield item, result
