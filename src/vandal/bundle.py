@@ -39,6 +39,8 @@ def save_detector(detector: "Detector", directory: str | os.PathLike) -> None:
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"bank.{key}": bank.features.contiguous().cpu() for key, bank in detector.banks_.items()}
+    individual = getattr(detector, "individual_banks_", None) or {}
+    tensors.update({f"individual.{key}": bank.features.contiguous().cpu() for key, bank in individual.items()})
     if detector.text_ is not None:
         tensors["text_features"] = detector.text_.contiguous().cpu()
     if detector.adapters_ is not None:
@@ -46,6 +48,7 @@ def save_detector(detector: "Detector", directory: str | os.PathLike) -> None:
     params = detector.get_params()
     params["taps"] = list(params["taps"]) if params["taps"] is not None else None
     params["neighbourhood"] = list(params["neighbourhood"])
+    params["window_sizes"] = list(params.get("window_sizes", (2, 3)))
     params.pop("adapters")  # the adapters travel inside the bundle
     config = {
         "format": FORMAT,
@@ -56,6 +59,8 @@ def save_detector(detector: "Detector", directory: str | os.PathLike) -> None:
         "has_adapters": detector.adapters_ is not None,
         "n_references": detector.n_references_,
         "calibration": detector.calibration_.to_dict(),
+        "fusion_scales": list(detector.fusion_scales_) if getattr(detector, "fusion_scales_", None) else None,
+        "object_counts": list(getattr(detector, "object_counts_", [])),
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -126,6 +131,14 @@ def load_detector(cls: type["Detector"], directory: str | os.PathLike, device: s
     expected = {f"tap{i}.r{r}" for i in range(len(spec["taps"])) for r in params["neighbourhood"]}
     if config["n_references"] and set(detector.banks_) != expected:
         raise IncompatibleBundleError(f"{directory}: memory banks {sorted(detector.banks_)} do not match taps/scales")
+    individual = {key[len("individual."):]: MemoryBank(value.to(detector.device_))
+                  for key, value in tensors.items() if key.startswith("individual.")}
+    if individual and set(individual) != expected:
+        raise IncompatibleBundleError(f"{directory}: individual banks {sorted(individual)} do not match taps/scales")
+    detector.individual_banks_ = individual or None
+    scales = config.get("fusion_scales")
+    detector.fusion_scales_ = tuple(scales) if scales else None
+    detector.object_counts_ = list(config.get("object_counts", []))
     detector.text_ = tensors["text_features"].to(detector.device_) if "text_features" in tensors else None
     if config.get("has_adapters"):
         from .scoring.adapters import adapters_from_state

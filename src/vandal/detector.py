@@ -22,19 +22,26 @@ from tqdm.auto import tqdm
 
 from .backbones import DEFAULT_BACKBONE, Backbone, BackboneOutput, create_backbone
 from .data.images import ImageInput, UnreadableImageError, describe, load_image
-from .data.layout import POLICIES, View, image_views, merge_views
+from .data.layout import POLICIES, View, image_views
 from .memory.augment import Transform, augment, calibration_transforms, paper_transforms
 from .memory.bank import MemoryBank
+from .memory.individual import FUSIONS, INDIVIDUAL_MODES
+from .object_scoring import ObjectScoring, SourceMaps
 from .memory.pooling import pool_neighbourhood
 from .prediction import Prediction
 from .scoring.calibration import DECISION_LEVEL, Calibration, calibrate, fixed_calibration
-from .scoring.text import gaussian_smooth, text_anomaly_maps, text_image_score
+from .scoring.text import gaussian_smooth, harmonic_mean, pooled_text_maps, text_anomaly_maps, text_image_score
 
 MAX_LOO_REFERENCES = 16  # leave-one-out calibration cost grows with k^2; 16 folds are plenty
 # Thresholds = largest normal calibration score x margin. Measured on MVTec bottle (k = 1, 2, 4):
 # normal test images scored up to ~2.7x the perturbed-reference maximum (k = 1) and ~1.2-1.4x the
 # leave-one-out maximum (k >= 2), while defects scored above both margins. Overridable per detector.
 CALIBRATION_MARGIN = {"leave-one-out": 1.25, "perturbed-reference": 2.5}
+# Zero-shot mutual comparison has no normal data to calibrate on: a heuristic raw threshold per tap
+# (nearest cosine distance to the siblings). On the synthetic multi-object scenes (EfficientNet,
+# taps 8 and 16) normal objects' maxima stay below ~0.25 per tap, defects go above. Documented.
+MUTUAL_THRESHOLD_PER_TAP = 0.3
+MUTUAL_MODES = ("objects", "batch")
 
 
 def resolve_device(device: str | None) -> str:
@@ -49,7 +56,7 @@ class NotFittedError(RuntimeError):
     pass
 
 
-class Detector:
+class Detector(ObjectScoring):
     """Zero-/few-shot anomaly detector.
 
     backbone: registry name, Hugging Face CLIP id or local CLIP directory.
@@ -59,6 +66,16 @@ class Detector:
     resize: how images of any aspect become square inputs: "squash", "pad" or "tile".
     neighbourhood: memory comparison scales (r x r token averaging), e.g. (1, 3, 5).
     augment: add the 11 augmented views of every reference to the memory.
+    individual: individual (per-object) memory bank, "on", "off" or "auto" (on when every reference
+        holds two or more segmented objects). segmenter: its segmenter ("classical", "sam", a dir).
+    fusion: how the individual map joins the global one: "sum", or "mean" of the maps each divided
+        by its own reference-calibrated scale (leave-one-out / perturbed-reference maxima).
+    mutual: zero-shot, text-free, reference-free mode: "objects" scores each object of a test image
+        against the other objects of the same image; "batch" scores each test image against the
+        other test images given to one predict call (TRANSDUCTIVE: scores depend on the batch).
+        Calibration is a fixed heuristic threshold (MUTUAL_THRESHOLD_PER_TAP per tap).
+    text_scales: multi-scale text map (text backbones): None (single scale), "pooled" (token pooling
+        over 1, 3, 5 neighbourhoods) or "windows" (exact WinCLIP windows of ``window_sizes`` patches).
     smoothing_sigma: Gaussian smoothing of the map in input pixels (0 turns it off).
     image_threshold, pixel_threshold: decision levels on the calibrated scores (default 0.5).
     """
@@ -66,7 +83,9 @@ class Detector:
     def __init__(self, backbone: str = DEFAULT_BACKBONE, image_size: int | None = None,
                  taps: Sequence[int] | None = None, *, class_name: str | None = None,
                  adapters: str | None = None, resize: str = "squash", neighbourhood: Sequence[int] = (3,),
-                 augment: bool = False, smoothing_sigma: float = 4.0, image_threshold: float | None = None,
+                 augment: bool = False, individual: str = "off", segmenter: str = "classical",
+                 fusion: str = "sum", mutual: str | None = None, text_scales: str | None = None,
+                 window_sizes: Sequence[int] = (2, 3), smoothing_sigma: float = 4.0, image_threshold: float | None = None,
                  pixel_threshold: float | None = None, batch_size: int = 8, device: str = "auto",
                  progress: bool = True):
         self.backbone = backbone
@@ -77,6 +96,12 @@ class Detector:
         self.resize = resize
         self.neighbourhood = neighbourhood
         self.augment = augment
+        self.individual = individual
+        self.segmenter = segmenter
+        self.fusion = fusion
+        self.mutual = mutual
+        self.text_scales = text_scales
+        self.window_sizes = window_sizes
         self.smoothing_sigma = smoothing_sigma
         self.image_threshold = image_threshold
         self.pixel_threshold = pixel_threshold
@@ -92,11 +117,26 @@ class Detector:
             raise ValueError(f"neighbourhood sizes must be odd and >= 1, got {self.neighbourhood}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.individual not in INDIVIDUAL_MODES:
+            raise ValueError(f"individual must be one of {INDIVIDUAL_MODES}, got {self.individual!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.text_scales not in (None, "pooled", "windows"):
+            raise ValueError(f"text_scales must be None, 'pooled' or 'windows', got {self.text_scales!r}")
+        if self.mutual not in (None, *MUTUAL_MODES):
+            raise ValueError(f"mutual must be one of {MUTUAL_MODES} or None, got {self.mutual!r}")
 
     def _build(self, backbone: Backbone | None = None) -> None:
         self._check_params()
         self.device_ = resolve_device(self.device)
         self.backbone_ = backbone or create_backbone(self.backbone, self.image_size, self.taps, device=self.device_)
+        self.segmenter_ = None
+        if self.individual != "off" or self.mutual == "objects":
+            from .segmentation import create_segmenter
+
+            self.segmenter_ = create_segmenter(self.segmenter)
+        self.individual_banks_: dict[str, MemoryBank] | None = None
+        self.fusion_scales_: tuple[float, float] | None = None
         self.text_ = None
         self.adapters_ = None
         if self.class_name:
@@ -138,26 +178,50 @@ class Detector:
                 for i, grid in enumerate(out.taps) for r in self.neighbourhood}
 
     # ------------------------------------------------------------------ scoring
-    def _view_maps(self, out: BackboneOutput, banks: dict[str, MemoryBank] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _memory_maps(self, out: BackboneOutput, banks: dict[str, MemoryBank]) -> torch.Tensor:
+        """V inputs -> per tap nearest distance (mean over scales), upsampled, summed: ``[V, S, S]``."""
+        size = self.backbone_.image_size
+        maps = torch.zeros(out.taps[0].shape[0], size, size, device=out.taps[0].device)
+        tokens = self._memory_tokens(out)
+        for i, grid in enumerate(out.taps):
+            per_scale = [banks[f"tap{i}.r{r}"].distance_grid(tokens[f"tap{i}.r{r}"]) for r in self.neighbourhood]
+            distance = torch.stack(per_scale).mean(0)
+            maps += F.interpolate(distance[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
+        return maps
+
+    def _view_maps(self, out: BackboneOutput, banks: dict[str, MemoryBank] | None,
+                   inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Backbone output of V views -> (raw maps ``[V, S, S]`` smoothed, text image scores ``[V]``)."""
         size = self.backbone_.image_size
         count = out.taps[0].shape[0]
-        maps = torch.zeros(count, size, size, device=out.taps[0].device)
-        if banks:
-            tokens = self._memory_tokens(out)
-            for i, grid in enumerate(out.taps):
-                per_scale = [banks[f"tap{i}.r{r}"].distance_grid(tokens[f"tap{i}.r{r}"]) for r in self.neighbourhood]
-                distance = torch.stack(per_scale).mean(0)
-                maps += F.interpolate(distance[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
+        maps = self._memory_maps(out, banks) if banks else torch.zeros(count, size, size, device=out.taps[0].device)
         text_scores = None
         if self.text_ is not None:
             with torch.inference_mode():
                 projected = self.adapters_(out.taps) if self.adapters_ is not None else self.backbone_.project_taps(out.taps)
-            maps += text_anomaly_maps([p.float() for p in projected], self.text_, size)
+            maps += self._text_maps([p.float() for p in projected], inputs)
             text_scores = text_image_score(out.global_embedding, self.text_)
         if self.smoothing_sigma > 0:
             maps = gaussian_smooth(maps, self.smoothing_sigma)
         return maps, text_scores
+
+    def _text_maps(self, projected: list[torch.Tensor], inputs: torch.Tensor | None) -> torch.Tensor:
+        """Projected taps ``[V, h, w, D]`` -> text map ``[V, S, S]`` in ``[0, n_taps]`` at the chosen scales."""
+        size = self.backbone_.image_size
+        if self.text_scales == "pooled":
+            return pooled_text_maps(projected, self.text_, size)
+        if self.text_scales != "windows":
+            return text_anomaly_maps(projected, self.text_, size)
+        if inputs is None or not hasattr(self.backbone_, "grid_size"):
+            raise ValueError("text_scales='windows' needs a CLIP backbone and the input pixels")
+        from .scoring.windows import window_text_map
+
+        with torch.inference_mode():
+            windows = window_text_map(self.backbone_, inputs.to(self.device_), self.text_, tuple(self.window_sizes))
+        windows = F.interpolate(windows[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
+        # Per tap: harmonic mean of its full-image patch probabilities with the window scales, then sum.
+        return sum(harmonic_mean(torch.stack([text_anomaly_maps([p], self.text_, size), windows]), 0)
+                   for p in projected)
 
     def _raw_image_score(self, maps: torch.Tensor, text_scores: torch.Tensor | None, with_memory: bool) -> float:
         """One image's views -> its raw score: text probability (+ map maximum with references)."""
@@ -192,6 +256,16 @@ class Detector:
         self._build()
         images = [load_image(x) for x in (normal_images or [])]
         self.n_references_ = len(images)
+        self.individual_banks_, self.fusion_scales_, self.object_counts_ = None, None, []
+        if self.mutual is not None:
+            if images:
+                raise ValueError("mutual comparison is the reference-free mode: call fit() with no images, "
+                                 "or drop mutual to use the references")
+            self.banks_ = {}
+            n_taps = len(self.backbone_.spec.taps)
+            level = MUTUAL_THRESHOLD_PER_TAP * n_taps + (0.5 * n_taps if self.text_ is not None else 0.0)
+            self.calibration_ = fixed_calibration(level, level, f"mutual-{self.mutual} (heuristic)")
+            return self
         if not images:
             if self.text_ is None:
                 raise ValueError(
@@ -206,29 +280,36 @@ class Detector:
         transforms = paper_transforms() if self.augment else [Transform()]
         per_reference = self._reference_tokens(images, transforms)
         self.banks_ = self._banks_from(per_reference)
-        self.calibration_ = self._calibrate(images, per_reference)
+        per_object = self._fit_individual(images, transforms)
+        self.calibration_ = self._calibrate(images, per_reference, per_object)
         return self
 
-    def _calibrate(self, images: list[np.ndarray], per_reference: list[dict[str, torch.Tensor]]) -> Calibration:
+    def _calibrate(self, images: list[np.ndarray], per_reference: list[dict[str, torch.Tensor]],
+                   per_object: list[dict[str, torch.Tensor] | None] | None = None) -> Calibration:
         """Normal scores without test data: leave-one-out over references (k >= 2), or small
-        perturbations of the single reference scored against the memory (k = 1)."""
-        scores, maxima = [], []
+        perturbations of the single reference scored against the memory (k = 1). The individual
+        bank, when on, is left out the same way."""
+        sources: list[SourceMaps] = []
         if len(images) >= 2:
-            folds = range(min(len(images), MAX_LOO_REFERENCES))
-            for i in tqdm(folds, desc="fit: calibrating (leave-one-out)", disable=not self.progress):
+            method = "leave-one-out"
+            for i in tqdm(range(min(len(images), MAX_LOO_REFERENCES)), desc="fit: calibrating (leave-one-out)",
+                          disable=not self.progress):
                 banks = self._banks_from(per_reference[:i] + per_reference[i + 1:])
-                views, inputs = self._prepare(images[i])
-                maps, text = self._view_maps(self._embed(inputs), banks)
-                scores.append(self._raw_image_score(maps, text, True))
-                maxima.append(float(maps.amax()))
-            return calibrate(np.array(scores), np.array(maxima), "leave-one-out", CALIBRATION_MARGIN["leave-one-out"])
-        for view in augment(images[0], calibration_transforms()):
-            _, inputs = self._prepare(view)
-            maps, text = self._view_maps(self._embed(inputs), self.banks_)
-            scores.append(self._raw_image_score(maps, text, True))
-            maxima.append(float(maps.amax()))
-        return calibrate(np.array(scores), np.array(maxima), "perturbed-reference",
-                         CALIBRATION_MARGIN["perturbed-reference"])
+                individual = None
+                if self.individual_banks_ is not None:
+                    rest = [t for j, t in enumerate(per_object) if j != i and t is not None]
+                    individual = self._banks_from(rest) if rest else None
+                sources.append(self._source_maps(images[i], banks, individual))
+                if self.individual_banks_ is not None and sources[-1].objects is None:
+                    sources[-1].objects = torch.zeros(sources[-1].height, sources[-1].width, device=self.device_)
+        else:
+            method = "perturbed-reference"
+            for view in augment(images[0], calibration_transforms()):
+                sources.append(self._source_maps(view, self.banks_, self.individual_banks_))
+        self._set_fusion_scales(sources)
+        fused = [self._fuse(src, True)[1:] for src in sources]
+        return calibrate(np.array([f[0] for f in fused]), np.array([f[1] for f in fused]), method,
+                         CALIBRATION_MARGIN[method])
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
@@ -238,11 +319,12 @@ class Detector:
     def predict_image(self, image: np.ndarray, name: str | None = None) -> Prediction:
         """One decoded ``[H, W, 3]`` uint8 image -> its :class:`Prediction`."""
         self._check_fitted()
-        height, width = image.shape[:2]
-        views, inputs = self._prepare(image)
-        maps, text = self._view_maps(self._embed(inputs), self.banks_)
-        raw_score = self._raw_image_score(maps, text, bool(self.banks_))
-        raw_map = merge_views(maps, views, height, width).cpu().numpy().astype(np.float32)
+        return self._prediction(self._source_maps(image, self.banks_, self.individual_banks_), name)
+
+    def _prediction(self, src: SourceMaps, name: str | None) -> Prediction:
+        raw, raw_score, _ = self._fuse(src, bool(self.banks_) or self.mutual is not None)
+        text = src.text
+        raw_map = raw.cpu().numpy().astype(np.float32)
         anomaly_map = self.calibration_.pixel(raw_map).astype(np.float32)
         pred_score = float(self.calibration_.image(raw_score))
         image_level = DECISION_LEVEL if self.image_threshold is None else self.image_threshold
@@ -261,6 +343,9 @@ class Detector:
         self._check_fitted()
         if total is None and hasattr(images, "__len__"):
             total = len(images)  # type: ignore[arg-type]
+        if self.mutual == "batch":
+            yield from self._iter_predict_batch(images, skip_unreadable)
+            return
         for index, item in enumerate(tqdm(images, desc="predict", unit="img", total=total, disable=not self.progress)):
             try:
                 image = load_image(item)
@@ -270,6 +355,22 @@ class Detector:
                 yield error
                 continue
             yield self.predict_image(image, describe(item, index))
+
+    def _iter_predict_batch(self, images: Iterable[ImageInput], skip_unreadable: bool
+                            ) -> Iterator[Prediction | UnreadableImageError]:
+        """mutual="batch": every image is needed before any is scored (transductive)."""
+        loaded, names, errors = [], [], []
+        for index, item in enumerate(images):
+            try:
+                loaded.append(load_image(item))
+                names.append(describe(item, index))
+            except UnreadableImageError as error:
+                if not skip_unreadable:
+                    raise
+                errors.append(error)
+        yield from errors
+        for src, name in zip(self._mutual_batch_sources(loaded) if loaded else [], names):
+            yield self._prediction(src, name)
 
     def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
         """Images (paths, PIL images or arrays) -> one :class:`Prediction` each."""
@@ -295,4 +396,4 @@ class Detector:
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
             "backbone", "image_size", "taps", "class_name", "adapters", "resize", "neighbourhood", "augment",
-            "smoothing_sigma", "image_threshold", "pixel_threshold", "batch_size")}
+            "individual", "segmenter", "fusion", "mutual", "text_scales", "window_sizes", "smoothing_sigma", "image_threshold", "pixel_threshold", "batch_size")}

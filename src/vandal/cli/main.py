@@ -81,6 +81,10 @@ def fit(
     resize: str = ResizeOpt,
     neighbourhood: str = typer.Option("3", "--neighbourhood", help="Memory comparison scales, e.g. '1,3,5'."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="Add 11 augmented views of each reference."),
+    individual: str = typer.Option("off", "--individual", help="Per-object memory bank: on, off or auto (on when every reference holds >= 2 objects)."),
+    segmenter: str = typer.Option("classical", "--segmenter", help="Object segmenter for --individual: classical, sam, an HF id or a directory."),
+    fusion: str = typer.Option("sum", "--fusion", help="Global + individual maps: sum, or mean of reference-normalised maps."),
+    text_scales: Optional[str] = typer.Option(None, "--text-scales", help="Multi-scale text map (CLIP): pooled or windows."),
     skip_unreadable: bool = SkipOpt,
     device: str = DeviceOpt,
 ) -> None:
@@ -93,7 +97,8 @@ def fit(
         fail("no readable normal image left to fit on")
     detector = Detector(backbone, image_size, parse_ints(taps, "--taps"), class_name=class_name,
                         adapters=str(adapters) if adapters else None, resize=resize,
-                        neighbourhood=parse_ints(neighbourhood, "--neighbourhood"), augment=augment, device=device)
+                        neighbourhood=parse_ints(neighbourhood, "--neighbourhood"), augment=augment,
+                        individual=individual, segmenter=segmenter, fusion=fusion, text_scales=text_scales, device=device)
     try:
         detector.fit(images)
         detector.save(str(out))
@@ -115,6 +120,11 @@ def predict(
     backbone: str = typer.Option("openai/clip-vit-large-patch14-336", "--backbone", help="Backbone for --zero-shot."),
     image_size: Optional[int] = ImageSizeOpt,
     adapters: Optional[Path] = typer.Option(None, "--adapters", help="Trained adapters for --zero-shot."),
+    mutual: Optional[str] = typer.Option(None, "--mutual", help="Zero-shot without text (any backbone, no --class-name): "
+                                         "'objects' compares each object with the other objects of its image; 'batch' "
+                                         "compares each image with the OTHER TEST IMAGES of this run (transductive: "
+                                         "a score depends on the rest of the batch)."),
+    text_scales: Optional[str] = typer.Option(None, "--text-scales", help="Multi-scale text map for --zero-shot: pooled or windows."),
     resize: str = ResizeOpt,
     image_threshold: Optional[float] = typer.Option(None, "--image-threshold", help="Override the decision level (default 0.5)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Override the mask level (default 0.5)."),
@@ -128,10 +138,11 @@ def predict(
 
     try:
         if zero_shot:
-            if not class_name:
-                fail("--zero-shot needs --class-name (the object's name for the prompts)")
+            if not class_name and not mutual:
+                fail("--zero-shot needs --class-name (the object's name for the prompts) or --mutual")
             detector = Detector(backbone, image_size, class_name=class_name, resize=resize,
-                                adapters=str(adapters) if adapters else None, device=device).fit()
+                                adapters=str(adapters) if adapters else None, mutual=mutual,
+                                text_scales=text_scales, device=device).fit()
             paths = gather_images(inputs, recursive)
         else:
             if len(inputs) < 2:

@@ -1,0 +1,66 @@
+"""Zero-shot mutual comparison (Multi-Scale Memory Comparison): text-free, reference-free.
+
+An object unlike its siblings is anomalous: every object of a test image is scored against the
+*other* objects of the same image, exactly as a memory bank would score it against references
+(nearest cosine distance per tap, averaged over neighbourhood scales, upsampled, summed over taps).
+The same maths with whole images as the groups compares each test image with the other images of
+the batch: that form is **transductive** (one image's score depends on the other test images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..memory.pooling import pool_neighbourhood
+
+QUERY_CHUNK = 4096  # query rows per similarity block: 4096 x tokens floats held at once
+
+
+def nearest_other_group(tokens: torch.Tensor, groups: torch.Tensor, query_chunk: int = QUERY_CHUNK) -> torch.Tensor:
+    """Nearest cosine distance of every token to the tokens of *other* groups.
+
+    tokens ``[N, h, w, C]``; groups ``[N]`` integer labels (items sharing a label never match each
+    other, e.g. the views of one image). Returns ``[N, h, w]``; a token with no other group to
+    compare with gets 0.
+    """
+    n, h, w, c = tokens.shape
+    flat = F.normalize(tokens.reshape(-1, c).float(), dim=-1)
+    owner = groups.to(flat.device).repeat_interleave(h * w)
+    best = torch.empty(flat.shape[0], device=flat.device)
+    for start in range(0, flat.shape[0], query_chunk):  # chunks bound memory; the maths is one matmul
+        sim = flat[start: start + query_chunk] @ flat.T
+        same = owner[start: start + query_chunk, None] == owner[None, :]
+        best[start: start + sim.shape[0]] = sim.masked_fill(same, -2.0).amax(dim=1)
+    # No other group at all (-2 everywhere): nothing to compare with, not an anomaly.
+    distance = torch.where(best <= -1.5, torch.zeros_like(best), 1.0 - best).clamp_min(0.0)
+    return distance.reshape(n, h, w)
+
+
+def mutual_maps(taps: Sequence[torch.Tensor], groups: torch.Tensor, size: int,
+                neighbourhood: Sequence[int] = (3,)) -> torch.Tensor:
+    """Tap grids ``[N, h_t, w_t, C_t]`` of N items -> maps ``[N, size, size]``: per tap, the mean over
+    neighbourhood scales of the distance to the other groups, upsampled and summed over taps."""
+    maps = torch.zeros(taps[0].shape[0], size, size, device=taps[0].device)
+    for grid in taps:
+        distance = torch.stack([nearest_other_group(pool_neighbourhood(grid, r), groups)
+                                for r in neighbourhood]).mean(0)
+        maps += F.interpolate(distance[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
+    return maps
+
+
+def mutual_object_maps(taps: Sequence[torch.Tensor], size: int, neighbourhood: Sequence[int] = (3,)) -> torch.Tensor:
+    """The N object crops of **one** image, taps ``[N, h, w, C]`` -> ``[N, size, size]``: each object
+    compared with its siblings only. Fewer than two objects: all zeros (no sibling to compare)."""
+    groups = torch.arange(taps[0].shape[0])
+    return mutual_maps(taps, groups, size, neighbourhood)
+
+
+def mutual_batch_maps(taps: Sequence[torch.Tensor], image_index: torch.Tensor, size: int,
+                      neighbourhood: Sequence[int] = (3,)) -> torch.Tensor:
+    """TRANSDUCTIVE: the views of a batch of test images, taps ``[V, h, w, C]`` and the image each
+    view belongs to ``[V]`` -> ``[V, size, size]``, every view compared with the *other test images*.
+    Scores depend on the batch: a defect shared by most images of the batch goes unseen."""
+    return mutual_maps(taps, image_index, size, neighbourhood)
