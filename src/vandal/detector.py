@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .backbones import DEFAULT_BACKBONE, Backbone, BackboneOutput, create_backbone
-from .data.images import ImageInput, UnreadableImageError, describe, load_image
+from .data.images import ImageInput, UnreadableImageError, decode_ahead, describe, load_image
 from .data.layout import POLICIES, View, image_views
 from .memory.augment import Transform, augment, calibration_transforms, paper_transforms
 from .memory.bank import MemoryBank
@@ -346,13 +346,12 @@ class Detector(ObjectScoring):
         if self.mutual == "batch":
             yield from self._iter_predict_batch(images, skip_unreadable)
             return
-        for index, item in enumerate(tqdm(images, desc="predict", unit="img", total=total, disable=not self.progress)):
-            try:
-                image = load_image(item)
-            except UnreadableImageError as error:
+        decoded = tqdm(decode_ahead(images), desc="predict", unit="img", total=total, disable=not self.progress)
+        for index, (item, image) in enumerate(decoded):
+            if isinstance(image, UnreadableImageError):
                 if not skip_unreadable:
-                    raise
-                yield error
+                    raise image
+                yield image
                 continue
             yield self.predict_image(image, describe(item, index))
 
