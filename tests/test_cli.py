@@ -109,3 +109,21 @@ def test_zero_shot_with_tiny_clip(folders, tmp_path):
     score = float(rows[1][1])
     assert 0.0 <= score <= 1.0  # zero-shot: a text probability scaled so 0.5 is the decision level
     assert np.load(tmp_path / "o" / rows[1][3]).shape == (160, 160)
+
+
+def test_fit_records_options_in_the_bundle(folders, tmp_path):
+    import json
+
+    out = tmp_path / "m"
+    result = runner.invoke(app, ["fit", "--normal", str(folders / "normal"), "--out", str(out), "--neighbourhood", "1,3",
+                                 "--smoothing-sigma", "0", "--image-size", "128"])
+    assert result.exit_code == 0, result.output
+    params = json.loads((out / "detector.json").read_text())["params"]
+    assert params["neighbourhood"] == [1, 3] and params["smoothing_sigma"] == 0.0
+
+
+def test_zero_shot_mutual_defaults_to_the_embedded_backbone(folders, tmp_path):
+    result = runner.invoke(app, ["predict", "--zero-shot", "--mutual", "objects", str(folders / "test" / "a"),
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(read_rows(tmp_path / "predictions.csv")) == 2

@@ -74,6 +74,7 @@ def evaluate_command(
     neighbourhood: Optional[str] = typer.Option(None, "--neighbourhood", help="Memory comparison scales, e.g. '1 3 5'."),
     taps: Optional[str] = typer.Option(None, "--taps", help="Tap set, e.g. '8 16' (strides) or '6 12 18 24' (CLIP blocks)."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="Add 11 augmented views of each reference."),
+    smoothing_sigma: float = typer.Option(4.0, "--smoothing-sigma", help="Gaussian smoothing of maps in input pixels (0: off, as the APRIL-GAN reference)."),
     restart: bool = typer.Option(False, "--restart", help="Discard results already in --out instead of resuming."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
@@ -83,7 +84,7 @@ def evaluate_command(
     from ..evaluate import EvalConfig, evaluate
     from .main import echo, fail
 
-    extra: dict = {"resize": resize, "augment": augment}
+    extra: dict = {"resize": resize, "augment": augment, "smoothing_sigma": smoothing_sigma}
     if neighbourhood:
         extra["neighbourhood"] = tuple(_ints(neighbourhood, "--neighbourhood"))
     if taps:

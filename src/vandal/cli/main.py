@@ -85,6 +85,7 @@ def fit(
     segmenter: str = typer.Option("classical", "--segmenter", help="Object segmenter for --individual: classical, sam, an HF id or a directory."),
     fusion: str = typer.Option("sum", "--fusion", help="Global + individual maps: sum, or mean of reference-normalised maps."),
     text_scales: Optional[str] = typer.Option(None, "--text-scales", help="Multi-scale text map (CLIP): pooled or windows."),
+    smoothing_sigma: float = typer.Option(4.0, "--smoothing-sigma", help="Gaussian smoothing of maps in input pixels (0: off)."),
     skip_unreadable: bool = SkipOpt,
     device: str = DeviceOpt,
 ) -> None:
@@ -98,7 +99,7 @@ def fit(
     detector = Detector(backbone, image_size, parse_ints(taps, "--taps"), class_name=class_name,
                         adapters=str(adapters) if adapters else None, resize=resize,
                         neighbourhood=parse_ints(neighbourhood, "--neighbourhood"), augment=augment,
-                        individual=individual, segmenter=segmenter, fusion=fusion, text_scales=text_scales, device=device)
+                        individual=individual, segmenter=segmenter, fusion=fusion, text_scales=text_scales, smoothing_sigma=smoothing_sigma, device=device)
     try:
         detector.fit(images)
         detector.save(str(out))
@@ -117,7 +118,8 @@ def predict(
     save_maps: bool = typer.Option(False, "--save-maps", help="Also save float16 .npy anomaly maps."),
     zero_shot: bool = typer.Option(False, "--zero-shot", help="No references: text prompts only (CLIP backbones)."),
     class_name: Optional[str] = typer.Option(None, "--class-name", help="Object name for --zero-shot."),
-    backbone: str = typer.Option("openai/clip-vit-large-patch14-336", "--backbone", help="Backbone for --zero-shot."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Backbone for --zero-shot (default: "
+                                           "openai/clip-vit-large-patch14-336 with --class-name, else efficientnet-lite2)."),
     image_size: Optional[int] = ImageSizeOpt,
     adapters: Optional[Path] = typer.Option(None, "--adapters", help="Trained adapters for --zero-shot."),
     mutual: Optional[str] = typer.Option(None, "--mutual", help="Zero-shot without text (any backbone, no --class-name): "
@@ -140,6 +142,8 @@ def predict(
         if zero_shot:
             if not class_name and not mutual:
                 fail("--zero-shot needs --class-name (the object's name for the prompts) or --mutual")
+            if backbone is None:
+                backbone = "openai/clip-vit-large-patch14-336" if class_name else "efficientnet-lite2"
             detector = Detector(backbone, image_size, class_name=class_name, resize=resize,
                                 adapters=str(adapters) if adapters else None, mutual=mutual,
                                 text_scales=text_scales, device=device).fit()
