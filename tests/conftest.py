@@ -26,3 +26,13 @@ def fitted_detector(textures):
 
     references, _ = textures
     return Detector(progress=False).fit(references)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for modules of tiny ops: on a busy 2-core machine a second thread
+    spin-waits and tiny ops run up to ~100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,13 +26,7 @@ from vandal.training.mosaic import mosaic_2x2, pick_members
 SIZE = 64  # an 8x8 token grid on the tiny CLIP's 8-px patches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny ops on 2 shared cores: a second thread only waits on the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Zero-shot mutual comparison: the maths against a loop reference, and real weights on scenes."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

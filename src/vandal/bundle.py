@@ -13,11 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .backbones import create_backbone
 from .memory.bank import MemoryBank
 from .scoring.calibration import Calibration
 
