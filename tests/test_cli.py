@@ -127,3 +127,25 @@ def test_zero_shot_mutual_defaults_to_the_embedded_backbone(folders, tmp_path):
                                  "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert len(read_rows(tmp_path / "predictions.csv")) == 2
+
+
+def test_zero_shot_mutual_batch_scores_images_against_each_other(folders, tmp_path):
+    from synthetic import texture
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for i in range(3):
+        Image.fromarray(texture(60 + i)).save(batch / f"n{i}.png")
+    Image.fromarray(np.asarray(Image.open(folders / "test" / "a" / "x.png"))).save(batch / "z_defect.png")
+    result = runner.invoke(app, ["predict", "--zero-shot", "--mutual", "batch", str(batch), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(tmp_path / "o" / "predictions.csv")[1:]
+    scores = {r[0].split("/")[-1]: float(r[1]) for r in rows}
+    assert len(scores) == 4 and max(scores, key=scores.get) == "z_defect.png"
+    assert min(scores.values()) > 0, "batch mode must really compare images, not return zeros"
+
+
+def test_predict_with_a_bundle_refuses_fit_time_options(folders, model_dir, tmp_path):
+    result = runner.invoke(app, ["predict", str(model_dir), str(folders / "test" / "a"), "--out", str(tmp_path),
+                                 "--class-name", "bottle"])
+    assert result.exit_code != 0 and "--class-name" in result.output and "--zero-shot" in result.output

@@ -123,3 +123,36 @@ def test_clip_few_shot_with_text_round_trip(textures, tmp_path):
         assert np.allclose(a.anomaly_map, b.anomaly_map, atol=1e-6)
         # text probability (<= 1) plus the map maximum: raw score exceeds the map part alone
         assert a.raw_score > 0
+
+
+def test_save_refuses_a_file_target_and_load_refuses_an_incomplete_bundle(fitted_detector, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        fitted_detector.save(tmp_path / "file")
+    fitted_detector.save(tmp_path / "model")
+    assert oct((tmp_path / "model").stat().st_mode & 0o777) == "0o755"
+    fitted_detector.save(tmp_path / "model")  # overwriting a bundle works and leaves no backup behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]
+    (tmp_path / "model" / "tensors.safetensors").unlink()
+    with pytest.raises(IncompatibleBundleError, match="missing"):
+        Detector.load(tmp_path / "model")
+
+
+def test_misuse_of_parameters_fails_at_fit():
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="smoothing_sigma"):
+        Detector(smoothing_sigma=-1).fit([image])
+    with pytest.raises(ValueError, match="class_name"):
+        Detector(text_scales="pooled").fit([image])
+    with pytest.raises(ValueError, match="image_size"):
+        Detector(image_size=0).fit([image])
+
+
+def test_single_inputs_and_stacks_are_understood(textures, tmp_path):
+    references, tests = textures
+    Image.fromarray(references[0]).save(tmp_path / "ref.png")
+    one = Detector(image_size=64, progress=False).fit(str(tmp_path / "ref.png"))
+    assert one.n_references_ == 1
+    stacked = Detector(image_size=64, progress=False).fit(np.stack(references))
+    assert stacked.n_references_ == 2
+    assert len(stacked.predict(np.stack([t for t, _ in tests[:3]]))) == 3

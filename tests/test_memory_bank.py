@@ -64,3 +64,15 @@ def test_pool_neighbourhood_matches_loop_and_keeps_borders():
     assert torch.equal(pool_neighbourhood(grid, 1), grid)
     with pytest.raises(ValueError):
         pool_neighbourhood(grid, 2)
+
+
+def test_bank_follows_the_tokens_device_and_caches_its_transpose():
+    bank = MemoryBank(dim=4)
+    tokens = torch.randn(1, 2, 2, 4)
+    bank.add(tokens)
+    first = bank.distance_grid(tokens)
+    cached = bank._transposed
+    assert cached is not None and torch.equal(bank.distance_grid(tokens), first)
+    assert bank._transposed is cached  # reused, not rebuilt per call
+    bank.add(torch.randn(3, 4))
+    assert bank._transposed is None and len(bank) == 7

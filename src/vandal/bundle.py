@@ -60,17 +60,25 @@ def save_detector(detector: "Detector", directory: str | os.PathLike) -> None:
         "fusion_scales": list(detector.fusion_scales_) if getattr(detector, "fusion_scales_", None) else None,
         "object_counts": list(getattr(detector, "object_counts_", [])),
     }
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} is a file: give a directory path for the detector bundle")
+    if target.is_dir() and not (target / CONFIG_FILE).exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} exists and is not a vandal detector: refusing to overwrite it")
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
         save_file(tensors, str(staging / TENSORS_FILE), metadata={"format": FORMAT})
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         if target.exists():
-            if not (target / CONFIG_FILE).exists() and any(target.iterdir()):
-                raise FileExistsError(f"{target} exists and is not a vandal detector: refusing to overwrite it")
+            # Swap in the new bundle; the old one is restored if the swap fails half-way.
             backup = target.with_name(f".{target.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
             target.rename(backup)
-            staging.rename(target)
+            try:
+                staging.rename(target)
+            except BaseException:
+                backup.rename(target)
+                raise
             shutil.rmtree(backup, ignore_errors=True)
         else:
             staging.rename(target)
@@ -113,8 +121,15 @@ def load_detector(cls: type["Detector"], directory: str | os.PathLike, device: s
     params = dict(config["params"])
     params["taps"] = tuple(params["taps"]) if params["taps"] is not None else None
     params["neighbourhood"] = tuple(params["neighbourhood"])
+    if "window_sizes" in params:
+        params["window_sizes"] = tuple(params["window_sizes"])
     spec = config["backbone"]
-    detector = cls(**params, device=device, progress=progress)
+    try:
+        detector = cls(**params, device=device, progress=progress)
+    except TypeError as error:
+        raise IncompatibleBundleError(f"{directory}: parameters this vandal does not know ({error}); refit") from error
+    if not (Path(directory) / TENSORS_FILE).is_file():
+        raise IncompatibleBundleError(f"{directory}: {TENSORS_FILE} is missing; the bundle is incomplete, refit or copy it whole")
     detector.backbone = spec["name"]
     detector.image_size = spec["image_size"]
     detector.taps = tuple(spec["taps"])

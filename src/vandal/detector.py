@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .backbones import DEFAULT_BACKBONE, Backbone, BackboneOutput, create_backbone
-from .data.images import ImageInput, UnreadableImageError, decode_ahead, describe, load_image
+from .data.images import ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe, load_image
 from .data.layout import POLICIES, View, image_views
 from .memory.augment import Transform, augment, calibration_transforms, paper_transforms
 from .memory.bank import MemoryBank
@@ -125,6 +125,13 @@ class Detector(ObjectScoring):
             raise ValueError(f"text_scales must be None, 'pooled' or 'windows', got {self.text_scales!r}")
         if self.mutual not in (None, *MUTUAL_MODES):
             raise ValueError(f"mutual must be one of {MUTUAL_MODES} or None, got {self.mutual!r}")
+        if self.smoothing_sigma < 0:
+            raise ValueError(f"smoothing_sigma must be >= 0 (0 turns smoothing off), got {self.smoothing_sigma}")
+        if (self.adapters or self.text_scales) and not self.class_name:
+            raise ValueError("adapters and text_scales shape the text map, which needs a class_name (and a CLIP "
+                             "backbone); give class_name or drop them")
+        if self.image_size is not None and self.image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
 
     def _build(self, backbone: Backbone | None = None) -> None:
         self._check_params()
@@ -134,7 +141,7 @@ class Detector(ObjectScoring):
         if self.individual != "off" or self.mutual == "objects":
             from .segmentation import create_segmenter
 
-            self.segmenter_ = create_segmenter(self.segmenter)
+            self.segmenter_ = create_segmenter(self.segmenter, **self._segmenter_options())
         self.individual_banks_: dict[str, MemoryBank] | None = None
         self.fusion_scales_: tuple[float, float] | None = None
         self.text_ = None
@@ -154,13 +161,17 @@ class Detector(ObjectScoring):
 
             self.adapters_ = load_adapters(self.adapters, self.backbone_.spec).to(self.device_).eval()
 
+    def _segmenter_options(self) -> dict:
+        """SAM runs where the detector runs (the classical segmenter takes no device)."""
+        return {} if self.segmenter == "classical" else {"device": self.device_}
+
     @property
     def fitted(self) -> bool:
         return hasattr(self, "calibration_")
 
     # ------------------------------------------------------------------ features
     def _embed(self, inputs: torch.Tensor) -> BackboneOutput:
-        """``[V, 3, S, S]`` -> taps (on CPU? no: on the device) for all views, batched."""
+        """``[V, 3, S, S]`` -> taps and global embeddings on the detector's device, batched."""
         taps: list[list[torch.Tensor]] = []
         globals_: list[torch.Tensor] = []
         with torch.inference_mode():
@@ -254,7 +265,7 @@ class Detector(ObjectScoring):
         With no images and a text backbone + class_name, the detector is zero-shot.
         """
         self._build()
-        images = [load_image(x) for x in (normal_images or [])]
+        images = [load_image(x) for x in as_image_list(normal_images)]
         self.n_references_ = len(images)
         self.individual_banks_, self.fusion_scales_, self.object_counts_ = None, None, []
         if self.mutual is not None:
@@ -319,6 +330,8 @@ class Detector(ObjectScoring):
     def predict_image(self, image: np.ndarray, name: str | None = None) -> Prediction:
         """One decoded ``[H, W, 3]`` uint8 image -> its :class:`Prediction`."""
         self._check_fitted()
+        if self.mutual == "batch":
+            raise ValueError("mutual='batch' scores images against each other: use predict(images) on the whole batch")
         return self._prediction(self._source_maps(image, self.banks_, self.individual_banks_), name)
 
     def _prediction(self, src: SourceMaps, name: str | None) -> Prediction:
@@ -373,9 +386,7 @@ class Detector(ObjectScoring):
 
     def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
         """Images (paths, PIL images or arrays) -> one :class:`Prediction` each."""
-        if isinstance(images, (str, np.ndarray)) or hasattr(images, "mode") or hasattr(images, "__fspath__"):
-            images = [images]  # a single input
-        return [p for p in self.iter_predict(images) if isinstance(p, Prediction)]
+        return [p for p in self.iter_predict(as_image_list(images)) if isinstance(p, Prediction)]
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str) -> None:

@@ -122,6 +122,8 @@ class ObjectScoring:
 
     def _mutual_batch_sources(self, images: list[np.ndarray]) -> list[SourceMaps]:
         """TRANSDUCTIVE: each image's views compared with the other images' views of this batch."""
+        if len(images) < 2:
+            raise ValueError("mutual='batch' compares each image with the other images of the batch: give at least 2")
         prepared = [self._prepare(image) for image in images]
         inputs = torch.cat([p[1] for p in prepared])
         index = torch.cat([torch.full((p[1].shape[0],), i) for i, p in enumerate(prepared)])

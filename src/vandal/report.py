@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,12 +17,27 @@ if TYPE_CHECKING:
     from .detector import Detector
 
 
+def _scored(detector: "Detector", paths: list[Path]) -> Iterator[tuple[Path, object, object]]:
+    """(path, image or its UnreadableImageError, prediction or None), in input order."""
+    if detector.mutual == "batch":
+        # Transductive: every image must be seen before any is scored; decode again for overlays.
+        readable = [p for p, image in decode_ahead(paths) if not isinstance(image, UnreadableImageError)]
+        predictions = iter(detector.predict(readable)) if readable else iter(())
+        for path, image in decode_ahead(paths):
+            yield path, image, None if isinstance(image, UnreadableImageError) else next(predictions)
+        return
+    for path, image in tqdm(decode_ahead(paths), total=len(paths), desc="predict", unit="img",
+                            disable=not detector.progress):
+        prediction = None if isinstance(image, UnreadableImageError) else detector.predict_image(image, str(path))
+        yield path, image, prediction
+
+
 def write_outputs(detector: "Detector", paths: list[Path], out: Path, save_maps: bool = False,
                   skip_unreadable: bool = False) -> str:
     """Predict every path and write its results; returns a one-line summary.
 
     Every file is written aside and renamed into place, so an interruption leaves only whole
-    files. Unreadable inputs stop the run with an error naming the file, or, with
+    files. Unreadable inputs raise :class:`UnreadableImageError` naming the file, or, with
     ``skip_unreadable``, are listed in ``skipped.csv`` with the reason.
     """
     out = Path(out)
@@ -30,15 +46,13 @@ def write_outputs(detector: "Detector", paths: list[Path], out: Path, save_maps:
     rows, skipped = [], []
     level = detector.pixel_threshold if detector.pixel_threshold is not None else 0.5
     stem_of = dict(zip(map(str, paths), stems))
-    decoded = decode_ahead(list(paths))
-    for path, image in tqdm(decoded, total=len(paths), desc="predict", unit="img", disable=not detector.progress):
-        stem = stem_of[str(path)]
+    for path, image, prediction in _scored(detector, paths):
         if isinstance(image, UnreadableImageError):
             if not skip_unreadable:
-                raise SystemExit(f"error: {image}")
+                raise image
             skipped.append([str(path), str(image)])
             continue
-        prediction = detector.predict_image(image, str(path))
+        stem = stem_of[str(path)]
         write_png(out / "overlays" / f"{stem}.png",
                   overlay(image, prediction.anomaly_map, level=level, mask=prediction.pred_mask))
         write_png(out / "masks" / f"{stem}.png", mask_image(prediction.pred_mask))

@@ -151,6 +151,13 @@ def predict(
         else:
             if len(inputs) < 2:
                 fail("usage: vandal predict MODEL_DIR IMAGES... --out DIR (or --zero-shot --class-name NAME IMAGES...)")
+            fixed = {"--class-name": class_name, "--backbone": backbone, "--image-size": image_size,
+                     "--adapters": adapters, "--mutual": mutual, "--text-scales": text_scales,
+                     "--resize": resize if resize != "squash" else None}
+            given = [flag for flag, value in fixed.items() if value is not None]
+            if given:
+                fail(f"{', '.join(given)} only apply with --zero-shot; a saved detector fixes them at fit time "
+                     f"(refit with `vandal fit ... {given[0]} ...`)")
             detector = Detector.load(str(inputs[0]), device=device)
             paths = gather_images(inputs[1:], recursive)
     except (IncompatibleBundleError, ValueError, TypeError, RuntimeError, OSError) as error:
@@ -159,7 +166,12 @@ def predict(
     detector.pixel_threshold = pixel_threshold
     from ..report import write_outputs
 
-    summary = write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable)
+    from ..data.images import UnreadableImageError
+
+    try:
+        summary = write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable)
+    except (UnreadableImageError, ValueError) as error:
+        fail(str(error))
     echo(summary)
 
 

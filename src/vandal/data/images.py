@@ -137,3 +137,17 @@ def decode_ahead(inputs: "Iterable[ImageInput]") -> "Iterator[tuple[ImageInput, 
             item, future = pending
             pending = submit_next()  # queue the next decode before waiting on this one
             yield item, future.result()
+
+
+def as_image_list(images: "Iterable[ImageInput] | ImageInput | None") -> list:
+    """One input or many -> a list of inputs.
+
+    A path, a PIL image or a 2-D / 3-D array is one image; a 4-D array ``[N, H, W, C]`` is N images.
+    """
+    if images is None:
+        return []
+    if isinstance(images, np.ndarray):
+        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return [images]
+    return list(images)

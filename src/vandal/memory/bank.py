@@ -15,10 +15,12 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 26
 
 
 def nearest_cosine_distance(queries: torch.Tensor, bank: torch.Tensor,
-                            chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+                            chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                            bank_t: torch.Tensor | None = None) -> torch.Tensor:
     """``min_m (1 - cos(q, m))`` for every query.
 
     queries: ``[Q, C]``; bank: ``[M, C]``, both already L2-normalised. Returns ``[Q]``.
+    bank_t: ``bank.T`` made contiguous, when the caller keeps one (saves a copy per call).
     """
     if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
         raise ValueError(f"queries [Q, C] and bank [M, C] must share C, got {tuple(queries.shape)} and {tuple(bank.shape)}")
@@ -29,7 +31,8 @@ def nearest_cosine_distance(queries: torch.Tensor, bank: torch.Tensor,
     block = 512
     bank_chunk = max(1, min(bank.shape[0], block, chunk_elements))
     query_chunk = max(1, min(queries.shape[0], block, chunk_elements // bank_chunk))
-    bank_t = bank.T.contiguous()  # column blocks of a contiguous transpose multiply fastest
+    if bank_t is None:
+        bank_t = bank.T.contiguous()  # column blocks of a contiguous transpose multiply fastest
     best = torch.empty(queries.shape[0], dtype=queries.dtype, device=queries.device)
     for qs in range(0, queries.shape[0], query_chunk):
         q = queries[qs: qs + query_chunk]
@@ -51,6 +54,7 @@ class MemoryBank:
         if features.ndim != 2:
             raise ValueError(f"bank features must be [M, C], got {tuple(features.shape)}")
         self.features = features
+        self._transposed: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -63,8 +67,11 @@ class MemoryBank:
         """tokens ``[..., C]`` (e.g. a ``[B, h, w, C]`` tap grid) -> appended, normalised."""
         if tokens.shape[-1] != self.dim:
             raise ValueError(f"bank holds width {self.dim}, got tokens of width {tokens.shape[-1]}")
-        flat = F.normalize(tokens.reshape(-1, self.dim).float(), dim=-1).to(self.features.device)
-        self.features = torch.cat([self.features, flat])
+        flat = F.normalize(tokens.reshape(-1, self.dim).float(), dim=-1)
+        # An empty bank takes the tokens' device, so a bank fitted on CUDA stays on CUDA.
+        device = flat.device if len(self) == 0 else self.features.device
+        self.features = torch.cat([self.features.to(device), flat.to(device)])
+        self._transposed = None
 
     def distance_grid(self, tokens: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
         """tokens ``[B, h, w, C]`` -> nearest cosine distance ``[B, h, w]``."""
@@ -74,5 +81,9 @@ class MemoryBank:
         if c != self.dim:
             raise ValueError(f"bank holds width {self.dim}, got tokens of width {c}")
         queries = F.normalize(tokens.reshape(-1, c).float(), dim=-1)
-        bank = self.features.to(queries.device)
-        return nearest_cosine_distance(queries, bank, chunk_elements).reshape(b, h, w)
+        if self.features.device != queries.device:
+            self.features = self.features.to(queries.device)
+            self._transposed = None
+        if self._transposed is None:
+            self._transposed = self.features.T.contiguous()
+        return nearest_cosine_distance(queries, self.features, chunk_elements, self._transposed).reshape(b, h, w)
