@@ -134,9 +134,10 @@ def load_detector(cls: type["Detector"], directory: str | os.PathLike, device: s
     detector.image_size = spec["image_size"]
     detector.taps = tuple(spec["taps"])
     # Build without class_name/adapters: text features and adapters come from the bundle exactly.
-    class_name, detector.class_name = detector.class_name, None
+    class_name, text_scales = detector.class_name, detector.text_scales
+    detector.class_name = detector.text_scales = None
     detector._build()
-    detector.class_name = class_name
+    detector.class_name, detector.text_scales = class_name, text_scales
     check_backbone(spec, detector.backbone_.spec.to_dict(), directory)
     tensors = load_file(str(Path(directory) / TENSORS_FILE), device="cpu")
     detector.banks_ = {key[len("bank."):]: MemoryBank(value.to(detector.device_))

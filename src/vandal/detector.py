@@ -30,7 +30,7 @@ from .object_scoring import ObjectScoring, SourceMaps
 from .memory.pooling import pool_neighbourhood
 from .prediction import Prediction
 from .scoring.calibration import DECISION_LEVEL, Calibration, calibrate, fixed_calibration
-from .scoring.text import gaussian_smooth, harmonic_mean, pooled_text_maps, text_anomaly_maps, text_image_score
+from .scoring.text import gaussian_smooth, pooled_text_maps, text_anomaly_maps, text_image_score
 
 MAX_LOO_REFERENCES = 16  # leave-one-out calibration cost grows with k^2; 16 folds are plenty
 # Thresholds = largest normal calibration score x margin. Measured on MVTec bottle (k = 1, 2, 4):
@@ -230,8 +230,11 @@ class Detector(ObjectScoring):
         with torch.inference_mode():
             windows = window_text_map(self.backbone_, inputs.to(self.device_), self.text_, tuple(self.window_sizes))
         windows = F.interpolate(windows[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
-        # Per tap: harmonic mean of its full-image patch probabilities with the window scales, then sum.
-        return sum(harmonic_mean(torch.stack([text_anomaly_maps([p], self.text_, size), windows]), 0)
+        # Per tap: the harmonic mean of its full-image patch probability and every window scale, each
+        # weighted alike (METHOD section 4). `windows` is already the harmonic mean of n scales, so
+        # 1/w_2 + ... + 1/w_n = n / windows.
+        n = len(self.window_sizes)
+        return sum((n + 1) / (text_anomaly_maps([p], self.text_, size).reciprocal() + n / windows)
                    for p in projected)
 
     def _raw_image_score(self, maps: torch.Tensor, text_scores: torch.Tensor | None, with_memory: bool) -> float:

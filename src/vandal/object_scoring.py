@@ -106,7 +106,9 @@ class ObjectScoring:
         exactly the global-only detector; with one, maps are fused at the original size."""
         global_map = merge_views(src.maps, src.views, src.height, src.width)
         if src.objects is None:
-            return global_map, self._raw_image_score(src.maps, src.text, with_memory), float(src.maps.amax())
+            # Scored on the merged map, what the user sees: with pad/tile the per-view maxima
+            # include padding or tile overlaps that the merged map does not.
+            return global_map, self._raw_image_score(global_map, src.text, with_memory), float(global_map.amax())
         fused = fuse_maps(global_map, src.objects, self.fusion if self.mutual is None else "sum", self.fusion_scales_)
         text = float(src.text.mean()) if src.text is not None else 0.0
         return fused, text + float(fused.amax()), float(fused.amax())

@@ -99,5 +99,9 @@ def fuse_maps(global_map: torch.Tensor, individual_map: torch.Tensor | None, fus
     if fusion == "mean":
         if scales is None:
             raise ValueError("mean fusion needs the per-source scales learned at fit")
-        return 0.5 * (global_map / scales[0] + individual_map / scales[1])
+        # Average only where an object was scored; elsewhere (background, or no object found) the
+        # global map stands alone, so a defect off the objects is not halved.
+        covered = individual_map > 0
+        normalised = global_map / scales[0]
+        return torch.where(covered, 0.5 * (normalised + individual_map / scales[1]), normalised)
     raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
