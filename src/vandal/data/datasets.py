@@ -386,12 +386,16 @@ def load_mask(path: PathLike, size: int | tuple[int, int] | None = None) -> np.n
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read mask {path}: {err}") from err
     mask = arr.any(axis=-1) if arr.ndim == 3 else arr != 0
-    if size is None:
-        return mask
+    return mask if size is None else resize_mask(mask, size)
+
+
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """bool ``[h, w]`` -> bool ``[H, W]`` as the papers resize masks: bilinear as 0/1 floats, ``> 0.5``.
+
+    ``size`` is an int for a square, or ``(height, width)``.
+    """
     height, width = (size, size) if isinstance(size, int) else size
     if mask.shape == (height, width):
-        return mask
-    resized = Image.fromarray(mask.astype(np.float32)).resize(
-        (width, height), Image.Resampling.BILINEAR
-    )
+        return mask.astype(bool)
+    resized = Image.fromarray(mask.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized) > 0.5

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ..data.datasets import Sample
+from ..data.datasets import Sample, resize_mask
 
 
 def pick_members(rng: np.random.Generator, by_defect: dict[str, list[int]]) -> tuple[int, ...]:
@@ -37,15 +37,6 @@ def group_by_defect(samples: Sequence[Sample], indices: Sequence[int]) -> dict[s
     for i in indices:
         groups.setdefault(samples[i].defect_type, []).append(i)
     return groups
-
-
-def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """bool ``[h, w]`` -> bool ``[H, W]`` as :func:`vandal.data.datasets.load_mask` resizes: bilinear, ``> 0.5``."""
-    height, width = (size, size) if isinstance(size, int) else size
-    if mask.shape == (height, width):
-        return mask.astype(bool)
-    resized = Image.fromarray(mask.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(resized) > 0.5
 
 
 def mosaic_2x2(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
