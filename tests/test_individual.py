@@ -22,6 +22,25 @@ def test_paste_keeps_tight_box_and_zero_background():
     assert out[:, 12:].abs().sum() == 0 and out[:4].abs().sum() == 0
 
 
+def test_aligned_paste_covers_each_object_and_nothing_far_away():
+    from scenes import capsule_scene
+
+    from vandal.memory.individual import find_objects
+    from vandal.segmentation import create_segmenter
+
+    image, _ = capsule_scene(3, 160)
+    segmenter = create_segmenter("classical")
+    objects = find_objects(image, segmenter, align=True)
+    assert objects and all(o.frame is not None for o in objects)
+    out = paste_object_maps(torch.ones(len(objects), 16, 16), objects, 160, 160)
+    masks = np.stack([o.mask for o in segmenter(image)])
+    assert torch.allclose(out[torch.from_numpy(masks.any(0))], torch.tensor(1.0))  # every object pixel gets its map
+    boxes = np.zeros((160, 160), bool)
+    for o in objects:
+        boxes[o.box[1]:o.box[3], o.box[0]:o.box[2]] = True
+    assert out[torch.from_numpy(~boxes)].abs().sum() == 0  # nothing outside the objects' boxes
+
+
 def test_auto_mode_and_fusion():
     assert use_individual("auto", [3, 2, 5]) and not use_individual("auto", [3, 1])
     assert not use_individual("auto", []) and use_individual("on", [1]) and not use_individual("off", [4])
@@ -86,6 +105,7 @@ def test_bundle_round_trip_keeps_individual_banks(tmp_path, scenes, with_individ
     assert "individual.tap0.r3" in tensors and "individual.tap1.r3" in tensors
     loaded = Detector.load(str(tmp_path / "det"), progress=False)
     assert loaded.get_params()["individual"] == "auto" and loaded.individual_banks_ is not None
+    assert loaded.get_params()["align_objects"] is True  # the banks hold aligned crops: queries must be too
     again = loaded.predict(images[-2:])
     for a, b in zip(predictions[-2:], again):
         assert a.pred_score == pytest.approx(b.pred_score, rel=1e-5)

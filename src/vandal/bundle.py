@@ -123,6 +123,8 @@ def load_detector(cls: type["Detector"], directory: str | os.PathLike, device: s
     params["neighbourhood"] = tuple(params["neighbourhood"])
     if "window_sizes" in params:
         params["window_sizes"] = tuple(params["window_sizes"])
+    # Bundles from before align_objects banked axis-aligned object crops: keep comparing like with like.
+    params.setdefault("align_objects", False)
     spec = config["backbone"]
     try:
         detector = cls(**params, device=device, progress=progress)

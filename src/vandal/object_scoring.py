@@ -15,9 +15,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.layout import View, merge_views, to_input
+from .memory.align import turn_half
 from .memory.augment import Transform, augment
 from .memory.bank import MemoryBank
-from .memory.individual import ObjectCrop, crop_inputs, fuse_maps, find_objects, paste_object_maps, use_individual
+from .memory.individual import (ObjectCrop, crop_inputs, crop_object, fuse_maps, find_objects, paste_object_maps,
+                                use_individual)
 from .scoring.mutual import mutual_batch_maps, mutual_object_maps
 from .scoring.text import gaussian_smooth
 
@@ -38,9 +40,13 @@ class SourceMaps:
 class ObjectScoring:
     """Methods the Detector gains for object-level scoring (needs its backbone_, segmenter_, ...)."""
 
+    def _aligned(self) -> bool:
+        """Whether object crops are orientation-normalised (``align_objects``)."""
+        return bool(self.align_objects)
+
     def _objects(self, image: np.ndarray) -> tuple[list[ObjectCrop], torch.Tensor]:
         """Segment -> (objects, crops as inputs ``[N, 3, S, S]``)."""
-        objects = find_objects(image, self.segmenter_)
+        objects = find_objects(image, self.segmenter_, align=self._aligned())
         size, prep = self.backbone_.image_size, self.backbone_.preprocessing
         return objects, crop_inputs(image, objects, size, prep)
 
@@ -51,13 +57,15 @@ class ObjectScoring:
         tokens, counts = [], []
         size, prep = self.backbone_.image_size, self.backbone_.preprocessing
         for image in tqdm(images, desc="fit: embedding reference objects", unit="img", disable=not self.progress):
-            objects = find_objects(image, self.segmenter_)
+            objects = find_objects(image, self.segmenter_, align=self._aligned())
             counts.append(len(objects))
             if not objects:
                 tokens.append(None)
                 continue
             # Augment each crop, not the scene: the object turns about its own centre, as a part does.
-            crops = [np.ascontiguousarray(image[o.crop[1]:o.crop[3], o.crop[0]:o.crop[2]]) for o in objects]
+            crops = [crop_object(image, o) for o in objects]
+            if self._aligned():  # an aligned axis has no direction: bank both ways round
+                crops += [np.ascontiguousarray(crop[::-1, ::-1]) for crop in crops]
             inputs = torch.stack([to_input(view, size, prep) for crop in crops for view in augment(crop, transforms)])
             grids = self._memory_tokens(self._embed(inputs))
             tokens.append({k: v.reshape(-1, v.shape[-1]) for k, v in grids.items()})
@@ -90,7 +98,9 @@ class ObjectScoring:
         if banks:
             maps = self._memory_maps(out, banks)
         else:
-            maps = mutual_object_maps(out.taps, self.backbone_.image_size, self.neighbourhood)
+            # Aligned crops: siblings are also keyed turned by 180 degrees (queries stay as they are).
+            turned = self._embed(turn_half(inputs)).taps if self._aligned() else None
+            maps = mutual_object_maps(out.taps, self.backbone_.image_size, self.neighbourhood, turned)
         if self.smoothing_sigma > 0:
             maps = gaussian_smooth(maps, self.smoothing_sigma)
         return paste_object_maps(maps, objects, height, width)

@@ -84,6 +84,7 @@ def fit(
     individual: str = typer.Option("off", "--individual", help="Per-object memory bank: on, off or auto (on when every reference holds >= 2 objects)."),
     segmenter: str = typer.Option("classical", "--segmenter", help="Object segmenter for --individual: classical, sam, an HF id or a directory."),
     fusion: str = typer.Option("sum", "--fusion", help="Global + individual maps: sum, or mean of reference-normalised maps."),
+    align_objects: bool = typer.Option(True, "--align-objects/--no-align-objects", help="Turn each object crop to its main axis before comparing (orientation-robust)."),
     text_scales: Optional[str] = typer.Option(None, "--text-scales", help="Multi-scale text map (CLIP): pooled or windows."),
     smoothing_sigma: float = typer.Option(4.0, "--smoothing-sigma", help="Gaussian smoothing of maps in input pixels (0: off)."),
     skip_unreadable: bool = SkipOpt,
@@ -99,7 +100,8 @@ def fit(
     detector = Detector(backbone, image_size, parse_ints(taps, "--taps"), class_name=class_name,
                         adapters=str(adapters) if adapters else None, resize=resize,
                         neighbourhood=parse_ints(neighbourhood, "--neighbourhood"), augment=augment,
-                        individual=individual, segmenter=segmenter, fusion=fusion, text_scales=text_scales, smoothing_sigma=smoothing_sigma, device=device)
+                        individual=individual, segmenter=segmenter, fusion=fusion, align_objects=align_objects, text_scales=text_scales,
+                        smoothing_sigma=smoothing_sigma, device=device)
     try:
         detector.fit(images)
         detector.save(str(out))
@@ -127,6 +129,7 @@ def predict(
                                          "compares each image with the OTHER TEST IMAGES of this run (transductive: "
                                          "a score depends on the rest of the batch)."),
     text_scales: Optional[str] = typer.Option(None, "--text-scales", help="Multi-scale text map for --zero-shot: pooled or windows."),
+    align_objects: bool = typer.Option(True, "--align-objects/--no-align-objects", help="--mutual objects: turn each object crop to its main axis first."),
     resize: str = ResizeOpt,
     image_threshold: Optional[float] = typer.Option(None, "--image-threshold", help="Override the decision level (default 0.5)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Override the mask level (default 0.5)."),
@@ -145,7 +148,7 @@ def predict(
             if backbone is None:
                 backbone = "openai/clip-vit-large-patch14-336" if class_name else "efficientnet-lite2"
             detector = Detector(backbone, image_size, class_name=class_name, resize=resize,
-                                adapters=str(adapters) if adapters else None, mutual=mutual,
+                                adapters=str(adapters) if adapters else None, mutual=mutual, align_objects=align_objects,
                                 text_scales=text_scales, device=device).fit()
             paths = gather_images(inputs, recursive)
         else:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..backbones.base import Preprocessing
 from ..data.layout import to_input
 from ..segmentation import Box, Segmenter, crop_box
+from .align import Frame, aligned_crop, object_frame, paste_aligned
 
 CROP_MARGIN = 0.15  # fraction of the object's box added on every side: some context, few neighbours
 MIN_OBJECTS = 2  # "auto" turns the individual bank on when every reference holds at least this many
@@ -30,30 +31,41 @@ FUSIONS = ("sum", "mean")
 
 @dataclass(frozen=True)
 class ObjectCrop:
-    """One object of an image: its tight box and the larger box that was cropped (both x0, y0, x1, y1)."""
+    """One object of an image: its tight box and the larger box that was cropped (both x0, y0, x1, y1);
+    with ``frame`` the crop is orientation-normalised (see :mod:`vandal.memory.align`) instead."""
 
     box: Box
     crop: Box
+    frame: Frame | None = None
 
 
-def find_objects(image: np.ndarray, segmenter: Segmenter, margin: float = CROP_MARGIN) -> list[ObjectCrop]:
-    """``[H, W, 3]`` uint8 -> its objects, largest first (the segmenter's order)."""
+def find_objects(image: np.ndarray, segmenter: Segmenter, margin: float = CROP_MARGIN,
+                 align: bool = False) -> list[ObjectCrop]:
+    """``[H, W, 3]`` uint8 -> its objects, largest first (the segmenter's order); ``align`` gives each
+    its own frame (major axis horizontal) for orientation-normalised crops."""
     height, width = image.shape[:2]
     out = []
     for obj in segmenter(image):
         x0, y0, x1, y1 = obj.box
         if x1 - x0 < 2 or y1 - y0 < 2:
             continue  # a sliver cannot be resized into a meaningful crop
-        out.append(ObjectCrop(box=tuple(obj.box), crop=crop_box(obj.box, margin, (height, width))))
+        frame = object_frame(obj.mask, margin) if align else None
+        out.append(ObjectCrop(box=tuple(obj.box), crop=crop_box(obj.box, margin, (height, width)), frame=frame))
     return out
+
+
+def crop_object(image: np.ndarray, obj: ObjectCrop) -> np.ndarray:
+    """The object's crop ``[h, w, 3]`` uint8: its own frame when it has one, else its crop box."""
+    if obj.frame is not None:
+        return aligned_crop(image, obj.frame)
+    return np.ascontiguousarray(image[obj.crop[1]:obj.crop[3], obj.crop[0]:obj.crop[2]])
 
 
 def crop_inputs(image: np.ndarray, objects: Sequence[ObjectCrop], size: int, prep: Preprocessing) -> torch.Tensor:
     """The objects' crops as backbone inputs ``[N, 3, size, size]`` (``N`` may be 0)."""
     if not objects:
         return torch.empty(0, 3, size, size)
-    return torch.stack([to_input(np.ascontiguousarray(image[o.crop[1]:o.crop[3], o.crop[0]:o.crop[2]]), size, prep)
-                        for o in objects])
+    return torch.stack([to_input(crop_object(image, o), size, prep) for o in objects])
 
 
 def paste_object_maps(maps: torch.Tensor, objects: Sequence[ObjectCrop], height: int, width: int) -> torch.Tensor:
@@ -65,6 +77,9 @@ def paste_object_maps(maps: torch.Tensor, objects: Sequence[ObjectCrop], height:
     """
     out = torch.zeros(height, width, dtype=maps.dtype, device=maps.device)
     for crop_map, obj in zip(maps, objects):  # a loop over objects, not patches
+        if obj.frame is not None:
+            paste_aligned(out, crop_map, obj.frame, obj.box)
+            continue
         cx0, cy0, cx1, cy1 = obj.crop
         full = F.interpolate(crop_map[None, None], size=(cy1 - cy0, cx1 - cx0), mode="bilinear",
                              align_corners=False)[0, 0]

@@ -19,20 +19,29 @@ from ..memory.pooling import pool_neighbourhood
 QUERY_CHUNK = 4096  # query rows per similarity block: 4096 x tokens floats held at once
 
 
-def nearest_other_group(tokens: torch.Tensor, groups: torch.Tensor, query_chunk: int = QUERY_CHUNK) -> torch.Tensor:
+def nearest_other_group(tokens: torch.Tensor, groups: torch.Tensor, query_chunk: int = QUERY_CHUNK,
+                        keys: torch.Tensor | None = None, key_groups: torch.Tensor | None = None) -> torch.Tensor:
     """Nearest cosine distance of every token to the tokens of *other* groups.
 
     tokens ``[N, h, w, C]``; groups ``[N]`` integer labels (items sharing a label never match each
-    other, e.g. the views of one image). Returns ``[N, h, w]``; a token with no other group to
-    compare with gets 0.
+    other, e.g. the views of one image). keys ``[M, h', w', C]`` with key_groups ``[M]``: compare
+    against these instead of the queries themselves (e.g. extra poses of each object). Returns
+    ``[N, h, w]``; a token with no other group to compare with gets 0.
     """
     n, h, w, c = tokens.shape
     flat = F.normalize(tokens.reshape(-1, c).float(), dim=-1)
     owner = groups.to(flat.device).repeat_interleave(h * w)
+    if keys is None:
+        key_flat, key_owner = flat, owner
+    else:
+        if key_groups is None:
+            raise ValueError("keys need key_groups")
+        key_flat = F.normalize(keys.reshape(-1, c).float(), dim=-1)
+        key_owner = key_groups.to(flat.device).repeat_interleave(keys.shape[1] * keys.shape[2])
     best = torch.empty(flat.shape[0], device=flat.device)
     for start in range(0, flat.shape[0], query_chunk):  # chunks bound memory; the maths is one matmul
-        sim = flat[start: start + query_chunk] @ flat.T
-        same = owner[start: start + query_chunk, None] == owner[None, :]
+        sim = flat[start: start + query_chunk] @ key_flat.T
+        same = owner[start: start + query_chunk, None] == key_owner[None, :]
         best[start: start + sim.shape[0]] = sim.masked_fill(same, -2.0).amax(dim=1)
     # No other group at all (-2 everywhere): nothing to compare with, not an anomaly.
     distance = torch.where(best <= -1.5, torch.zeros_like(best), 1.0 - best).clamp_min(0.0)
@@ -40,22 +49,35 @@ def nearest_other_group(tokens: torch.Tensor, groups: torch.Tensor, query_chunk:
 
 
 def mutual_maps(taps: Sequence[torch.Tensor], groups: torch.Tensor, size: int,
-                neighbourhood: Sequence[int] = (3,)) -> torch.Tensor:
+                neighbourhood: Sequence[int] = (3,), key_taps: Sequence[torch.Tensor] | None = None,
+                key_groups: torch.Tensor | None = None) -> torch.Tensor:
     """Tap grids ``[N, h_t, w_t, C_t]`` of N items -> maps ``[N, size, size]``: per tap, the mean over
-    neighbourhood scales of the distance to the other groups, upsampled and summed over taps."""
+    neighbourhood scales of the distance to the other groups (of ``key_taps`` when given),
+    upsampled and summed over taps."""
     maps = torch.zeros(taps[0].shape[0], size, size, device=taps[0].device)
-    for grid in taps:
-        distance = torch.stack([nearest_other_group(pool_neighbourhood(grid, r), groups)
-                                for r in neighbourhood]).mean(0)
+    for t, grid in enumerate(taps):
+        distance = torch.stack([
+            nearest_other_group(pool_neighbourhood(grid, r), groups,
+                                keys=None if key_taps is None else pool_neighbourhood(key_taps[t], r),
+                                key_groups=key_groups)
+            for r in neighbourhood]).mean(0)
         maps += F.interpolate(distance[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
     return maps
 
 
-def mutual_object_maps(taps: Sequence[torch.Tensor], size: int, neighbourhood: Sequence[int] = (3,)) -> torch.Tensor:
+def mutual_object_maps(taps: Sequence[torch.Tensor], size: int, neighbourhood: Sequence[int] = (3,),
+                       turned_taps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """The N object crops of **one** image, taps ``[N, h, w, C]`` -> ``[N, size, size]``: each object
-    compared with its siblings only. Fewer than two objects: all zeros (no sibling to compare)."""
+    compared with its siblings only. Fewer than two objects: all zeros (no sibling to compare).
+
+    turned_taps: the same crops turned by 180 degrees (aligned crops, whose axis has no direction);
+    they join each sibling's keys, so a sibling lying the other way round still matches.
+    """
     groups = torch.arange(taps[0].shape[0])
-    return mutual_maps(taps, groups, size, neighbourhood)
+    if turned_taps is None:
+        return mutual_maps(taps, groups, size, neighbourhood)
+    keys = [torch.cat([a, b]) for a, b in zip(taps, turned_taps)]
+    return mutual_maps(taps, groups, size, neighbourhood, keys, groups.repeat(2))
 
 
 def mutual_batch_maps(taps: Sequence[torch.Tensor], image_index: torch.Tensor, size: int,
