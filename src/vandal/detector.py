@@ -25,6 +25,7 @@ from .data.images import ImageInput, UnreadableImageError, as_image_list, decode
 from .data.layout import POLICIES, View, image_views
 from .memory.augment import Transform, augment, calibration_transforms, paper_transforms
 from .memory.bank import MemoryBank
+from .memory.maps import sum_over_taps
 from .memory.individual import FUSIONS, INDIVIDUAL_MODES
 from .object_scoring import ObjectScoring, SourceMaps
 from .memory.pooling import pool_neighbourhood
@@ -196,14 +197,10 @@ class Detector(ObjectScoring):
     # ------------------------------------------------------------------ scoring
     def _memory_maps(self, out: BackboneOutput, banks: dict[str, MemoryBank]) -> torch.Tensor:
         """V inputs -> per tap nearest distance (mean over scales), upsampled, summed: ``[V, S, S]``."""
-        size = self.backbone_.image_size
-        maps = torch.zeros(out.taps[0].shape[0], size, size, device=out.taps[0].device)
         tokens = self._memory_tokens(out)
-        for i, grid in enumerate(out.taps):
-            per_scale = [banks[f"tap{i}.r{r}"].distance_grid(tokens[f"tap{i}.r{r}"]) for r in self.neighbourhood]
-            distance = torch.stack(per_scale).mean(0)
-            maps += F.interpolate(distance[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
-        return maps
+        return sum_over_taps((torch.stack([banks[f"tap{i}.r{r}"].distance_grid(tokens[f"tap{i}.r{r}"])
+                                           for r in self.neighbourhood]).mean(0) for i in range(len(out.taps))),
+                             self.backbone_.image_size)
 
     def _view_maps(self, out: BackboneOutput, banks: dict[str, MemoryBank] | None,
                    inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..memory.maps import sum_over_taps
 from ..memory.pooling import pool_neighbourhood
 
 QUERY_CHUNK = 4096  # query rows per similarity block: 4096 x tokens floats held at once
@@ -54,15 +55,11 @@ def mutual_maps(taps: Sequence[torch.Tensor], groups: torch.Tensor, size: int,
     """Tap grids ``[N, h_t, w_t, C_t]`` of N items -> maps ``[N, size, size]``: per tap, the mean over
     neighbourhood scales of the distance to the other groups (of ``key_taps`` when given),
     upsampled and summed over taps."""
-    maps = torch.zeros(taps[0].shape[0], size, size, device=taps[0].device)
-    for t, grid in enumerate(taps):
-        distance = torch.stack([
-            nearest_other_group(pool_neighbourhood(grid, r), groups,
-                                keys=None if key_taps is None else pool_neighbourhood(key_taps[t], r),
-                                key_groups=key_groups)
-            for r in neighbourhood]).mean(0)
-        maps += F.interpolate(distance[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
-    return maps
+    return sum_over_taps((torch.stack([
+        nearest_other_group(pool_neighbourhood(grid, r), groups,
+                            keys=None if key_taps is None else pool_neighbourhood(key_taps[t], r),
+                            key_groups=key_groups)
+        for r in neighbourhood]).mean(0) for t, grid in enumerate(taps)), size)
 
 
 def mutual_object_maps(taps: Sequence[torch.Tensor], size: int, neighbourhood: Sequence[int] = (3,),
