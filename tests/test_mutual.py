@@ -11,7 +11,11 @@ from vandal.scoring.mutual import mutual_object_maps, nearest_other_group
 SIZE = 160
 
 
-def test_nearest_other_group_matches_loop_reference():
+@pytest.mark.parametrize("key_chunk", [5, 8192])
+def test_nearest_other_group_matches_loop_reference(monkeypatch, key_chunk):
+    import vandal.scoring.mutual as mutual
+
+    monkeypatch.setattr(mutual, "KEY_CHUNK", key_chunk)  # 5: key blocks that split items too
     torch.manual_seed(0)
     tokens = torch.randn(4, 3, 2, 5)
     groups = torch.tensor([0, 0, 1, 2])

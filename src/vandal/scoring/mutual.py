@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from ..memory.maps import sum_over_taps
 from ..memory.pooling import pool_neighbourhood
 
-QUERY_CHUNK = 4096  # query rows per similarity block: 4096 x tokens floats held at once
+QUERY_CHUNK = 1024  # query rows per similarity block
+KEY_CHUNK = 8192  # key columns per block: blocks of 1024 x 8192 floats (32 MiB) whatever the batch size
 
 
 def nearest_other_group(tokens: torch.Tensor, groups: torch.Tensor, query_chunk: int = QUERY_CHUNK,
@@ -39,11 +40,16 @@ def nearest_other_group(tokens: torch.Tensor, groups: torch.Tensor, query_chunk:
             raise ValueError("keys need key_groups")
         key_flat = F.normalize(keys.reshape(-1, c).float(), dim=-1)
         key_owner = key_groups.to(flat.device).repeat_interleave(keys.shape[1] * keys.shape[2])
-    best = torch.empty(flat.shape[0], device=flat.device)
-    for start in range(0, flat.shape[0], query_chunk):  # chunks bound memory; the maths is one matmul
-        sim = flat[start: start + query_chunk] @ key_flat.T
-        same = owner[start: start + query_chunk, None] == key_owner[None, :]
-        best[start: start + sim.shape[0]] = sim.masked_fill(same, -2.0).amax(dim=1)
+    best = torch.full((flat.shape[0],), -2.0, device=flat.device)
+    # Blocks over queries and keys bound memory for any batch size (a transductive batch of 100 CLIP
+    # images holds ~137k tokens); within a block the maths is one matmul.
+    for start in range(0, flat.shape[0], query_chunk):
+        rows = slice(start, start + query_chunk)
+        for key_start in range(0, key_flat.shape[0], KEY_CHUNK):
+            cols = slice(key_start, key_start + KEY_CHUNK)
+            sim = flat[rows] @ key_flat[cols].T
+            same = owner[rows, None] == key_owner[None, cols]
+            best[rows] = torch.maximum(best[rows], sim.masked_fill(same, -2.0).amax(dim=1))
     # No other group at all (-2 everywhere): nothing to compare with, not an anomaly.
     distance = torch.where(best <= -1.5, torch.zeros_like(best), 1.0 - best).clamp_min(0.0)
     return distance.reshape(n, h, w)
