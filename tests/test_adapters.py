@@ -275,5 +275,7 @@ def test_bundle_carries_its_adapters(tiny_dir, trained, tmp_path):
         assert a.pred_score == pytest.approx(b.pred_score)
         plain = Detector(tiny_dir, SIZE, class_name="widget", device="cpu", progress=False).fit(references)
         assert not np.allclose(plain.predict(image)[0].anomaly_map, a.anomaly_map, atol=1e-3)
+        refitted = loaded.fit(references)  # refitting a loaded detector keeps the adapters it carries
+        np.testing.assert_allclose(refitted.predict(image)[0].anomaly_map, a.anomaly_map, atol=1e-5)
     finally:
         (tmp_path / "moved.safetensors").rename(trained.path)

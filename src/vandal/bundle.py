@@ -161,6 +161,7 @@ def load_detector(cls: type["Detector"], directory: str | os.PathLike, device: s
 
         state = {k[len("adapters."):]: v for k, v in tensors.items() if k.startswith("adapters.")}
         detector.adapters_ = adapters_from_state(state, detector.backbone_.spec).to(detector.device_).eval()
+        detector.bundled_adapter_state = state  # a later fit() on this detector keeps the adapters
     detector.n_references_ = config["n_references"]
     detector.calibration_ = Calibration.from_dict(config["calibration"])
     return detector

@@ -166,6 +166,10 @@ class Detector(ObjectScoring):
             from .scoring.adapters import load_adapters
 
             self.adapters_ = load_adapters(self.adapters, self.backbone_.spec).to(self.device_).eval()
+        elif getattr(self, "bundled_adapter_state", None) is not None:
+            from .scoring.adapters import adapters_from_state
+
+            self.adapters_ = adapters_from_state(self.bundled_adapter_state, self.backbone_.spec).to(self.device_).eval()
 
     def _segmenter_options(self) -> dict:
         """SAM runs where the detector runs (the classical segmenter takes no device)."""
