@@ -171,6 +171,33 @@ def _regions(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, int] | 
     return box, labels, n
 
 
+def _anomalous_pixels(mask_list: list[np.ndarray], map_list: list[np.ndarray], dtype: type | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Check masks against maps (in place: masks become bool) and gather the anomalous pixels.
+
+    Returns their scores ``[P]`` (cast to ``dtype`` if given), the global 8-connected component
+    of each ``[P]``, the number of components, and the number of anomaly-free pixels.
+    """
+    pos, comp, n_comp, n_neg = [], [], 0, 0
+    for i, (mask, amap) in enumerate(zip(mask_list, map_list)):
+        if mask.shape != amap.shape:
+            raise ValueError(f"masks[{i}] has shape {mask.shape} but maps[{i}] has shape {amap.shape}")
+        mask = mask_list[i] = _check_binary(mask, f"masks[{i}]")
+        n_neg += mask.size - int(np.count_nonzero(mask))
+        regions = _regions(mask)
+        if regions is None:
+            continue
+        box, labels, n = regions
+        inside = mask[box]
+        scores = amap[box][inside]
+        pos.append(scores if dtype is None else scores.astype(dtype))
+        comp.append(labels[inside].astype(np.int64) + (n_comp - 1))
+        n_comp += n
+    pos_scores = np.concatenate(pos) if pos else np.zeros(0, dtype=dtype or np.float64)
+    comp_ids = np.concatenate(comp) if comp else np.zeros(0, dtype=np.int64)
+    return pos_scores, comp_ids, n_comp, n_neg
+
+
 class _PixelData(NamedTuple):
     pos: np.ndarray  # [P] scores of anomalous pixels, ascending
     comp: np.ndarray  # [P] global ground-truth component index of each of them
@@ -185,22 +212,7 @@ def _pixel_data(masks: ArrayOrList, maps: ArrayOrList) -> _PixelData:
     float16 = all(m.dtype == np.float16 for m in map_list)
     # float16/float32 scores are exact in float32; anything else is compared in float64.
     work = np.float32 if all(m.dtype in (np.float16, np.float32) for m in map_list) else np.float64
-    pos, comp, n_comp, n_neg = [], [], 0, 0
-    for i, (mask, amap) in enumerate(zip(mask_list, map_list)):
-        if mask.shape != amap.shape:
-            raise ValueError(f"masks[{i}] has shape {mask.shape} but maps[{i}] has shape {amap.shape}")
-        mask = mask_list[i] = _check_binary(mask, f"masks[{i}]")
-        n_neg += mask.size - int(np.count_nonzero(mask))
-        regions = _regions(mask)
-        if regions is None:
-            continue
-        box, labels, n = regions
-        inside = mask[box]
-        pos.append(amap[box][inside].astype(work))
-        comp.append(labels[inside].astype(np.int64) + (n_comp - 1))
-        n_comp += n
-    pos_scores = np.concatenate(pos) if pos else np.zeros(0, dtype=work)
-    comp_ids = np.concatenate(comp) if comp else np.zeros(0, dtype=np.int64)
+    pos_scores, comp_ids, n_comp, n_neg = _anomalous_pixels(mask_list, map_list, work)
     _check_finite(pos_scores, "maps")
     # Sorted needles make every later searchsorted cache-friendly (20x faster on big stacks).
     order = np.argsort(pos_scores)
@@ -308,23 +320,9 @@ def aupro_legacy(
     mask_list, map_list = _as_images(masks, "masks"), _as_images(maps, "maps")
     if len(mask_list) != len(map_list) or not mask_list:
         raise ValueError(f"need as many masks as maps (> 0), got {len(mask_list)} and {len(map_list)}")
-    regions, n_regions, n_neg, pos = [], 0, 0, []
-    for i, (mask, amap) in enumerate(zip(mask_list, map_list)):
-        if mask.shape != amap.shape:
-            raise ValueError(f"masks[{i}] has shape {mask.shape} but maps[{i}] has shape {amap.shape}")
-        mask = mask_list[i] = _check_binary(mask, f"masks[{i}]")
-        n_neg += mask.size - int(np.count_nonzero(mask))
-        found = _regions(mask)
-        if found is None:
-            continue
-        box, labels, n = found
-        inside = mask[box]
-        regions.append(labels[inside].astype(np.int64) + (n_regions - 1))
-        pos.append(amap[box][inside])
-        n_regions += n
+    pos_scores, region_of_pixel, n_regions, n_neg = _anomalous_pixels(mask_list, map_list)
     if n_regions == 0 or n_neg == 0:
         raise ValueError("AU-PRO needs both anomalous and anomaly-free pixels")
-    region_of_pixel, pos_scores = np.concatenate(regions), np.concatenate(pos)
     area = np.bincount(region_of_pixel, minlength=n_regions)
     # np.min/np.max propagate NaN, so one finiteness check of the extremes covers every pixel.
     lo = float(np.min([np.min(m) for m in map_list]))
