@@ -31,20 +31,30 @@ def text_image_score(global_embedding: torch.Tensor, text: torch.Tensor,
 
 def text_logits(tokens: torch.Tensor, text: torch.Tensor,
                 temperature: float = TEMPERATURE) -> torch.Tensor:
-    """tokens ``[B, h, w, D]`` -> logits ``[B, 2, h, w]`` = ``100 * normalize(F) @ T.T``."""
+    """tokens ``[B, h, w, D]`` -> logits ``[B, 2, h, w]`` = ``100 * normalize(F) @ T.T``.
+
+    text is ``[2, D]`` for the whole batch, or ``[B, 2, D]`` for one class per image (training).
+    """
     f = F.normalize(tokens.float(), dim=-1)
     t = F.normalize(text.float(), dim=-1)
+    if t.ndim == 3:
+        return temperature * torch.einsum("bhwd,bkd->bkhw", f, t)
     return (temperature * f @ t.T).permute(0, 3, 1, 2)
 
 
-def abnormal_probability(logits: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """logits ``[B, 2, h, w]`` -> ``[B, H, W]``: upsample the logits, then softmax, keep channel 1.
+def text_probabilities(logits: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """logits ``[B, 2, h, w]`` -> ``[B, 2, H, W]``: upsample the logits, then softmax.
 
     The order matters: the reference interpolates logits (bilinear, align_corners=True) and only
     then takes the softmax, which gives sharper maps than upsampling probabilities.
     """
     logits = F.interpolate(logits, size=_size2(size), mode="bilinear", align_corners=True)
-    return logits.softmax(dim=1)[:, 1]
+    return logits.softmax(dim=1)
+
+
+def abnormal_probability(logits: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """logits ``[B, 2, h, w]`` -> ``[B, H, W]``: the abnormal channel of :func:`text_probabilities`."""
+    return text_probabilities(logits, size)[:, 1]
 
 
 def text_anomaly_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor,

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..backbones.base import Backbone
 from ..scoring.adapters import TapAdapters, adapters_metadata, backbone_record, save_adapters
-from ..scoring.text import TEMPERATURE
+from ..scoring.text import TEMPERATURE, text_logits, text_probabilities
 from .data import PlannedItems, TrainingSamples, epoch_plan, training_samples
 from .losses import adapter_loss
 
@@ -72,18 +71,10 @@ def tap_probabilities(projected: Sequence[torch.Tensor], text: torch.Tensor,
                       size: int | tuple[int, int], temperature: float = TEMPERATURE) -> list[torch.Tensor]:
     """Per-image text: projected taps ``[B, h, w, D]``, text ``[B, 2, D]`` -> ``[B, 2, H, W]`` per tap.
 
-    The same formula as :func:`vandal.scoring.text.text_anomaly_maps` (normalise, ``100 * F @ T.T``,
-    upsample the logits bilinearly with align_corners, softmax), keeping both channels for the
-    focal loss and letting each image of a mixed-class batch use its own class's ``T``.
+    The text map's own functions, keeping both channels for the focal loss and letting each image
+    of a mixed-class batch use its own class's ``T``.
     """
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    t = F.normalize(text.float(), dim=-1)
-    out = []
-    for tap in projected:
-        logits = temperature * torch.einsum("bhwd,bkd->bkhw", F.normalize(tap.float(), dim=-1), t)
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
-        out.append(logits.softmax(dim=1))
-    return out
+    return [text_probabilities(text_logits(tap, text, temperature), size) for tap in projected]
 
 
 def init_adapters(backbone: Backbone, seed: int) -> TapAdapters:
