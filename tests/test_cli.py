@@ -149,3 +149,12 @@ def test_predict_with_a_bundle_refuses_fit_time_options(folders, model_dir, tmp_
     result = runner.invoke(app, ["predict", str(model_dir), str(folders / "test" / "a"), "--out", str(tmp_path),
                                  "--class-name", "bottle"])
     assert result.exit_code != 0 and "--class-name" in result.output and "--zero-shot" in result.output
+
+
+def test_demo_runs_on_the_packaged_textiles(tmp_path):
+    pytest.importorskip("conformal_clip_data")
+    result = runner.invoke(app, ["demo", "--shots", "2", "--per-class", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "image AUROC" in result.output
+    assert len(read_rows(tmp_path / "predictions.csv")) == 1 + 6  # 2 nominal + 2 per defect kind (2 kinds)
+    assert len(list((tmp_path / "overlays").glob("*.png"))) == 6

@@ -52,11 +52,7 @@ def run_demo(data: Path | None, shots: int, per_class: int, out: Path, backbone:
         labels += [1] * len(picked)
     print(f"demo: fitting on {len(references)} nominal image(s) from {nominal_dir}")
     detector = Detector(backbone, device=device).fit(references)
-    write_outputs(detector, test, out)
-    import csv
-
-    with open(Path(out) / "predictions.csv") as handle:
-        scores = {row["path"]: float(row["pred_score"]) for row in csv.DictReader(handle)}
+    scores = write_outputs(detector, test, out).scores
     value = auroc(np.array(labels), np.array([scores[str(p)] for p in test]))
     kinds = ", ".join(f"{p.name}" for p in defect_dirs)
     print(f"demo: {len(test)} test images (nominal + {kinds}); image AUROC = {value:.3f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .data.images import UnreadableImageError, decode_ahead
 from .outputs import CSV_HEADER, unique_stems, write_csv, write_npy, write_png
+from .scoring.calibration import DECISION_LEVEL
 from .visualize import mask_image, overlay
 
 if TYPE_CHECKING:
@@ -32,9 +34,18 @@ def _scored(detector: "Detector", paths: list[Path]) -> Iterator[tuple[Path, obj
         yield path, image, prediction
 
 
+@dataclass
+class RunReport:
+    """What a prediction run wrote: each scored path's ``pred_score``, the skipped paths, a summary."""
+
+    scores: dict[str, float]
+    skipped: list[str]
+    summary: str
+
+
 def write_outputs(detector: "Detector", paths: list[Path], out: Path, save_maps: bool = False,
-                  skip_unreadable: bool = False) -> str:
-    """Predict every path and write its results; returns a one-line summary.
+                  skip_unreadable: bool = False) -> RunReport:
+    """Predict every path and write its results.
 
     Every file is written aside and renamed into place, so an interruption leaves only whole
     files. Unreadable inputs raise :class:`UnreadableImageError` naming the file, or, with
@@ -43,8 +54,8 @@ def write_outputs(detector: "Detector", paths: list[Path], out: Path, save_maps:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stems = unique_stems([str(p) for p in paths])
-    rows, skipped = [], []
-    level = detector.pixel_threshold if detector.pixel_threshold is not None else 0.5
+    rows, skipped, scores = [], [], {}
+    level = detector.pixel_threshold if detector.pixel_threshold is not None else DECISION_LEVEL
     stem_of = dict(zip(map(str, paths), stems))
     for path, image, prediction in _scored(detector, paths):
         if isinstance(image, UnreadableImageError):
@@ -61,9 +72,11 @@ def write_outputs(detector: "Detector", paths: list[Path], out: Path, save_maps:
             map_file = f"maps/{stem}.npy"
             write_npy(out / map_file, prediction.anomaly_map.astype(np.float16))
         rows.append([str(path), f"{prediction.pred_score:.6f}", str(prediction.pred_label).lower(), map_file])
+        scores[str(path)] = prediction.pred_score
     write_csv(out / "predictions.csv", CSV_HEADER, rows)
     if skipped:
         write_csv(out / "skipped.csv", ["path", "reason"], skipped)
     flagged = sum(row[2] == "true" for row in rows)
-    return (f"{len(rows)} image(s) scored, {flagged} flagged anomalous"
-            f"{f', {len(skipped)} skipped (see skipped.csv)' if skipped else ''}; results in {out}/predictions.csv")
+    summary = (f"{len(rows)} image(s) scored, {flagged} flagged anomalous"
+               f"{f', {len(skipped)} skipped (see skipped.csv)' if skipped else ''}; results in {out}/predictions.csv")
+    return RunReport(scores=scores, skipped=[row[0] for row in skipped], summary=summary)

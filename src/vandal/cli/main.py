@@ -172,7 +172,7 @@ def predict(
     from ..data.images import UnreadableImageError
 
     try:
-        summary = write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable)
+        summary = write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable).summary
     except (UnreadableImageError, ValueError) as error:
         fail(str(error))
     echo(summary)
