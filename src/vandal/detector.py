@@ -244,7 +244,7 @@ class Detector(ObjectScoring):
                    for p in projected)
 
     def _raw_image_score(self, maps: torch.Tensor, text_scores: torch.Tensor | None, with_memory: bool) -> float:
-        """One image's views -> its raw score: text probability (+ map maximum with references)."""
+        """One image's raw map -> its raw score: text probability (+ the map maximum with references)."""
         text = float(text_scores.mean()) if text_scores is not None else 0.0
         return text + float(maps.amax()) if with_memory else text
 

@@ -114,14 +114,13 @@ class ObjectScoring:
     def _fuse(self, src: SourceMaps, with_memory: bool) -> tuple[torch.Tensor, float, float]:
         """-> (raw map ``[H, W]``, raw image score, map maximum). Without an object map this is
         exactly the global-only detector; with one, maps are fused at the original size."""
-        global_map = merge_views(src.maps, src.views, src.height, src.width)
-        if src.objects is None:
-            # Scored on the merged map, what the user sees: with pad/tile the per-view maxima
-            # include padding or tile overlaps that the merged map does not.
-            return global_map, self._raw_image_score(global_map, src.text, with_memory), float(global_map.amax())
-        fused = fuse_maps(global_map, src.objects, self.fusion if self.mutual is None else "sum", self.fusion_scales_)
-        text = float(src.text.mean()) if src.text is not None else 0.0
-        return fused, text + float(fused.amax()), float(fused.amax())
+        raw = merge_views(src.maps, src.views, src.height, src.width)
+        if src.objects is not None:
+            raw = fuse_maps(raw, src.objects, self.fusion if self.mutual is None else "sum", self.fusion_scales_)
+        # Scored on the merged map, what the user sees: with pad/tile the per-view maxima include
+        # padding or tile overlaps that the merged map does not.
+        with_memory = with_memory or src.objects is not None
+        return raw, self._raw_image_score(raw, src.text, with_memory), float(raw.amax())
 
     def _set_fusion_scales(self, sources: list[SourceMaps]) -> None:
         """Mean fusion: each source's scale = its largest value over the calibration maps (references only)."""
