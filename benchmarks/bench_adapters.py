@@ -21,12 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # synthetic data + tiny CLIP
 
-from adapter_data import write_tree  # noqa: E402
-from clip_fixtures import _byte_level_vocab, make_tiny_clip  # noqa: E402
 from vandal.backbones import create_backbone  # noqa: E402
 from vandal.data.datasets import load_mvtec  # noqa: E402
-from vandal.training.adapters import (autocast_dtype, class_text, init_adapters, train_step)  # noqa: E402
+from vandal.training.adapters import autocast_dtype, class_text, init_adapters, train_step  # noqa: E402
 from vandal.training.data import epoch_plan, load_item, training_samples  # noqa: E402
+
+from adapter_data import write_tree  # noqa: E402
+from clip_fixtures import _byte_level_vocab, make_tiny_clip  # noqa: E402
 
 
 def make_vit_b16_clip(dirpath: Path) -> str:

@@ -44,7 +44,7 @@ def main() -> None:
         for seed in range(args.seeds):
             shots = sample_shots(split.train, k, seed)
             start = time.perf_counter()
-            detector = Detector(args.backbone, args.image_size, args.taps, neighbourhood=tuple(args.neighbourhood),
+            detector = Detector(backbone=args.backbone, image_size=args.image_size, taps=args.taps, neighbourhood=tuple(args.neighbourhood),
                                 augment=args.augment, progress=False).fit([s.path for s in shots])
             predictions = detector.predict([s.path for s in split.test])
             seconds = time.perf_counter() - start

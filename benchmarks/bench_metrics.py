@@ -13,7 +13,7 @@ import argparse
 import resource
 import time
 import tracemalloc
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage

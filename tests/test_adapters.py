@@ -9,19 +9,33 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adapter_data import blob_defect, write_tree
-from clip_fixtures import TINY_EMBED, TINY_WIDTH, make_tiny_clip
 from vandal.backbones import create_backbone
 from vandal.data.datasets import Sample, load_mvtec
 from vandal.data.layout import to_input
 from vandal.metrics import auroc
-from vandal.scoring.adapters import (AUTHORS_KEY, IncompatibleAdaptersError, TapAdapters, adapters_from_state,
-                                     load_adapters, read_adapters_file, zero_shot_maps)
-from vandal.training.adapters import (TrainConfig, class_text, init_adapters, state_path, tap_probabilities,
-                                      train_adapters)
+from vandal.scoring.adapters import (
+    AUTHORS_KEY,
+    IncompatibleAdaptersError,
+    TapAdapters,
+    adapters_from_state,
+    load_adapters,
+    read_adapters_file,
+    zero_shot_maps,
+)
+from vandal.training.adapters import (
+    TrainConfig,
+    class_text,
+    init_adapters,
+    state_path,
+    tap_probabilities,
+    train_adapters,
+)
 from vandal.training.data import TrainingSamples, epoch_plan, load_item, training_samples
 from vandal.training.losses import adapter_loss, dice_loss, focal_loss
 from vandal.training.mosaic import mosaic_2x2, pick_members
+
+from adapter_data import blob_defect, write_tree
+from clip_fixtures import TINY_EMBED, TINY_WIDTH, make_tiny_clip
 
 SIZE = 64  # an 8x8 token grid on the tiny CLIP's 8-px patches
 
@@ -262,10 +276,11 @@ def test_bundle_carries_its_adapters(tiny_dir, trained, tmp_path):
     from synthetic import texture
 
     references = [texture(300 + i, SIZE) for i in range(2)]
-    detector = Detector(tiny_dir, SIZE, class_name="widget", adapters=str(trained.path), device="cpu",
+    detector = Detector(backbone=tiny_dir, image_size=SIZE, class_name="widget", adapters=str(trained.path), device="cpu",
                         progress=False).fit(references)
     detector.save(str(tmp_path / "bundle"))
-    assert json.loads((tmp_path / "bundle" / CONFIG_FILE).read_text())["has_adapters"] is True
+    saved = json.loads((tmp_path / "bundle" / CONFIG_FILE).read_text())["sources"]
+    assert {"name": "text", "meta": {"class_name": "widget", "adapters": True}} in saved
     trained.path.rename(tmp_path / "moved.safetensors")  # the bundle must not need the file any more
     try:
         loaded = Detector.load(str(tmp_path / "bundle"), device="cpu", progress=False)
@@ -273,7 +288,7 @@ def test_bundle_carries_its_adapters(tiny_dir, trained, tmp_path):
         a, b = detector.predict(image)[0], loaded.predict(image)[0]
         np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, atol=1e-6)
         assert a.pred_score == pytest.approx(b.pred_score)
-        plain = Detector(tiny_dir, SIZE, class_name="widget", device="cpu", progress=False).fit(references)
+        plain = Detector(backbone=tiny_dir, image_size=SIZE, class_name="widget", device="cpu", progress=False).fit(references)
         assert not np.allclose(plain.predict(image)[0].anomaly_map, a.anomaly_map, atol=1e-3)
         refitted = loaded.fit(references)  # refitting a loaded detector keeps the adapters it carries
         np.testing.assert_allclose(refitted.predict(image)[0].anomaly_map, a.anomaly_map, atol=1e-5)

@@ -7,15 +7,16 @@ import csv
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
-from typer.testing import CliRunner
 
-from adapter_data import blob_defect, write_tree
-from clip_fixtures import make_tiny_clip
 from vandal.backbones import DEFAULT_CLIP, create_backbone
 from vandal.cli.main import app
 from vandal.metrics import auroc
 from vandal.scoring.adapters import AUTHORS_KEY, load_adapters, read_adapters_file
+
+from adapter_data import blob_defect, write_tree
+from clip_fixtures import make_tiny_clip
 
 runner = CliRunner()
 SIZE = "64"

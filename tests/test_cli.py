@@ -2,8 +2,8 @@ import csv
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
-from typer.testing import CliRunner
 
 from vandal.cli.main import app
 
@@ -118,8 +118,9 @@ def test_fit_records_options_in_the_bundle(folders, tmp_path):
     result = runner.invoke(app, ["fit", "--normal", str(folders / "normal"), "--out", str(out), "--neighbourhood", "1,3",
                                  "--smoothing-sigma", "0", "--image-size", "128"])
     assert result.exit_code == 0, result.output
-    params = json.loads((out / "detector.json").read_text())["params"]
-    assert params["neighbourhood"] == [1, 3] and params["smoothing_sigma"] == 0.0
+    config = json.loads((out / "detector.json").read_text())["config"]
+    assert config["memory"]["neighbourhood"] == [1, 3] and config["post"]["smoothing_sigma"] == 0.0
+    assert config["backbone"]["image_size"] == 128 and config["backbone"]["taps"] == [8, 16]  # resolved, explicit
 
 
 def test_zero_shot_mutual_defaults_to_the_embedded_backbone(folders, tmp_path):

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_fixtures import TINY_DEPTH, TINY_EMBED, TINY_IMAGE_SIZE, TINY_MEAN, TINY_STD, TINY_WIDTH, make_tiny_clip
 from vandal.backbones import create_backbone
 from vandal.backbones.clip import CLIPBackbone, default_image_size, default_taps
+
+from clip_fixtures import TINY_DEPTH, TINY_EMBED, TINY_IMAGE_SIZE, TINY_MEAN, TINY_STD, TINY_WIDTH, make_tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -50,10 +52,8 @@ def test_scores_do_not_depend_on_other_test_images(fitted_detector, textures):
 
 def test_threshold_override(fitted_detector, textures):
     _, tests = textures
-    detector = Detector.__new__(Detector)
-    detector.__dict__.update(fitted_detector.__dict__)
-    detector.image_threshold = 1e9
-    detector.pixel_threshold = 1e9
+    detector = copy.copy(fitted_detector).set_params(image_threshold=1e9, pixel_threshold=1e9)
+    assert detector.fitted, "thresholds act at predict time: no refit needed"
     (p,) = detector.predict(tests[0][0])
     assert not p.pred_label and not p.pred_mask.any()
 
@@ -113,8 +113,8 @@ def test_clip_few_shot_with_text_round_trip(textures, tmp_path):
 
     references, tests = textures
     clip_dir = make_tiny_clip(tmp_path / "clip")
-    detector = Detector(clip_dir, image_size=64, class_name="fabric", progress=False).fit(references)
-    assert detector.text_.shape[0] == 2
+    detector = Detector(backbone=clip_dir, image_size=64, class_name="fabric", progress=False).fit(references)
+    assert detector.source_names == ["memory", "text"]
     before = detector.predict([t for t, _ in tests[:2]])
     detector.save(tmp_path / "model")
     after = Detector.load(tmp_path / "model", progress=False).predict([t for t, _ in tests[:2]])

@@ -23,10 +23,10 @@ def test_paste_keeps_tight_box_and_zero_background():
 
 
 def test_aligned_paste_covers_each_object_and_nothing_far_away():
-    from scenes import capsule_scene
-
     from vandal.memory.individual import find_objects
     from vandal.segmentation import create_segmenter
+
+    from scenes import capsule_scene
 
     image, _ = capsule_scene(3, 160)
     segmenter = create_segmenter("classical")
@@ -84,7 +84,7 @@ def with_individual(scenes):
 def test_individual_bank_beats_global_only(global_only, with_individual):
     image_g, pixel_g, _ = global_only
     image_i, pixel_i, _, detector = with_individual
-    assert detector.individual_banks_ is not None  # "auto": every reference holds >= 2 capsules
+    assert "objects" in detector.source_names  # "auto": every reference holds >= 2 capsules
     assert pixel_i > pixel_g
     assert image_i > image_g
 
@@ -102,9 +102,9 @@ def test_bundle_round_trip_keeps_individual_banks(tmp_path, scenes, with_individ
     *_, predictions, detector = with_individual
     detector.save(str(tmp_path / "det"))
     tensors = load_file(str(tmp_path / "det" / "tensors.safetensors"))
-    assert "individual.tap0.r3" in tensors and "individual.tap1.r3" in tensors
+    assert "objects.tap0.r3" in tensors and "objects.tap1.r3" in tensors
     loaded = Detector.load(str(tmp_path / "det"), progress=False)
-    assert loaded.get_params()["individual"] == "auto" and loaded.individual_banks_ is not None
+    assert loaded.get_params()["individual"] == "auto" and "objects" in loaded.source_names
     assert loaded.get_params()["align_objects"] is True  # the banks hold aligned crops: queries must be too
     again = loaded.predict(images[-2:])
     for a, b in zip(predictions[-2:], again):
@@ -117,7 +117,7 @@ def test_mean_fusion_scales_come_from_references(scenes):
     references, images, _, _ = scenes
     detector = Detector(image_size=SIZE, individual="on", fusion="mean", neighbourhood=(1,), progress=False)
     detector.fit(references)
-    assert detector.fusion_scales_ is not None and all(s > 0 for s in detector.fusion_scales_)
+    assert detector.calibration_.scales is not None and all(s > 0 for s in detector.calibration_.scales)
     first = detector.predict(images[:1])[0].pred_score
     detector.predict(images[1:3])  # other test images must not move the first one's score
     assert detector.predict(images[:1])[0].pred_score == first

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_fixtures import TINY_EMBED, make_tiny_clip
 from vandal.backbones import create_backbone
 from vandal.prompts import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES, prompt_ensemble, text_features
+
+from clip_fixtures import TINY_EMBED, make_tiny_clip
 
 
 def test_ensemble_sizes_and_text():

@@ -5,15 +5,20 @@ import torch
 import torch.nn.functional as F
 
 from vandal.scoring.text import harmonic_mean
-from vandal.scoring.windows import (harmonic_patch_scores, window_embeddings, window_index, window_scores,
-                                    window_text_map)
+from vandal.scoring.windows import (
+    harmonic_patch_scores,
+    window_embeddings,
+    window_index,
+    window_scores,
+    window_text_map,
+)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from clip_fixtures import make_tiny_clip
-
     from vandal.backbones import create_backbone
+
+    from clip_fixtures import make_tiny_clip
 
     return create_backbone(make_tiny_clip(tmp_path_factory.mktemp("clip")), device="cpu")
 
@@ -81,19 +86,19 @@ def test_window_text_map_combines_scales_by_harmonic_mean(tiny):
 
 @pytest.mark.parametrize("scales", ["windows", "pooled"])
 def test_detector_text_scales_zero_shot_and_bundle(tmp_path, scales):
-    from clip_fixtures import make_tiny_clip
-
     from vandal.detector import Detector
+
+    from clip_fixtures import make_tiny_clip
 
     clip = make_tiny_clip(tmp_path / "clip")
     image = (torch.rand(48, 40, 3) * 255).to(torch.uint8).numpy()
-    detector = Detector(clip, class_name="bottle", text_scales=scales, window_sizes=(2, 3), device="cpu",
+    detector = Detector(backbone=clip, class_name="bottle", text_scales=scales, window_sizes=(2, 3), device="cpu",
                         progress=False).fit()
     (prediction,) = detector.predict(image)
     assert prediction.anomaly_map.shape == (48, 40)
-    plain = Detector(clip, class_name="bottle", device="cpu", progress=False).fit().predict(image)[0]
+    plain = Detector(backbone=clip, class_name="bottle", device="cpu", progress=False).fit().predict(image)[0]
     assert not torch.allclose(torch.from_numpy(prediction.anomaly_map), torch.from_numpy(plain.anomaly_map))
     detector.save(str(tmp_path / "det"))
     loaded = Detector.load(str(tmp_path / "det"), device="cpu", progress=False)
-    assert loaded.text_scales == scales and tuple(loaded.window_sizes) == (2, 3)
+    assert loaded.config.text.scales == scales and loaded.config.text.window_sizes == (2, 3)
     assert loaded.predict(image)[0].pred_score == pytest.approx(prediction.pred_score, rel=1e-5)

@@ -51,7 +51,7 @@ def run_demo(data: Path | None, shots: int, per_class: int, out: Path, backbone:
         test += picked
         labels += [1] * len(picked)
     print(f"demo: fitting on {len(references)} nominal image(s) from {nominal_dir}")
-    detector = Detector(backbone, device=device).fit(references)
+    detector = Detector(backbone=backbone, device=device).fit(references)
     scores = write_outputs(detector, test, out).scores
     value = auroc(np.array(labels), np.array([scores[str(p)] for p in test]))
     kinds = ", ".join(f"{p.name}" for p in defect_dirs)

@@ -1,48 +1,34 @@
 """The detector: ``fit`` on a few normal images, ``predict`` anomaly scores, maps and masks.
 
-Estimator style (scikit-learn): ``__init__`` stores parameters only, ``fit`` learns the state that
-ends in ``_`` (backbone, memory banks, text features, calibration), ``predict`` never refits.
+Estimator style (scikit-learn): ``__init__`` stores parameters only (one validated
+:class:`~vandal.config.DetectorConfig` and runtime options), ``fit`` learns the state that ends in
+``_``, ``predict`` never refits; ``get_params`` / ``set_params`` / ``clone`` come from the config.
 
-Per image: square views of the image (``resize`` policy) -> backbone taps -> per tap, nearest
-cosine distance to the reference memory (averaged over neighbourhood scales) upsampled to the
-input and summed over taps (METHOD section 5) -> plus the zero-shot text map when the backbone has
-text and a class name is given (METHOD section 3) -> Gaussian smoothing -> views merged back to
-the original size -> calibrated on the references.
+Composition: the detector embeds each image once (:mod:`vandal.embedding`), asks each of its score
+sources (:mod:`vandal.sources`: global memory, text, object memory, mutual comparison), fuses their
+maps and scores (:mod:`vandal.scoring.fusion`), smooths, and calibrates on the references only
+(:mod:`vandal.calibrating`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_BACKBONE, Backbone, BackboneOutput, create_backbone
+from .config import FIELDS, DetectorConfig, from_dict, stage_of
 from .data.images import ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe, load_image
-from .data.layout import POLICIES, View, image_views
-from .memory.augment import Transform, augment, calibration_transforms, paper_transforms
-from .memory.bank import MemoryBank
-from .memory.maps import sum_over_taps
-from .memory.individual import FUSIONS, INDIVIDUAL_MODES
-from .object_scoring import ObjectScoring, SourceMaps
-from .memory.pooling import pool_neighbourhood
+from .embedding import EmbeddedImage, Embedder
+from .memory.augment import Transform, paper_transforms
 from .prediction import Prediction
-from .scoring.calibration import DECISION_LEVEL, Calibration, calibrate, fixed_calibration
-from .scoring.text import gaussian_smooth, pooled_text_maps, text_anomaly_maps, text_image_score
+from .scoring.calibration import DECISION_LEVEL
+from .scoring.fusion import ScoredImage, collect, fuse
+from .sources import SOURCES, ScoreSource
 
-MAX_LOO_REFERENCES = 16  # leave-one-out calibration cost grows with k^2; 16 folds are plenty
-# Thresholds = largest normal calibration score x margin. Measured on MVTec bottle (k = 1, 2, 4):
-# normal test images scored up to ~2.7x the perturbed-reference maximum (k = 1) and ~1.2-1.4x the
-# leave-one-out maximum (k >= 2), while defects scored above both margins. Overridable per detector.
-CALIBRATION_MARGIN = {"leave-one-out": 1.25, "perturbed-reference": 2.5}
-# Zero-shot mutual comparison has no normal data to calibrate on: a heuristic raw threshold per tap
-# (nearest cosine distance to the siblings). On the synthetic multi-object scenes (EfficientNet,
-# taps 8 and 16) normal objects' maxima stay below ~0.25 per tap, defects go above. Documented.
-MUTUAL_THRESHOLD_PER_TAP = 0.3
-MUTUAL_MODES = ("objects", "batch")
+RUNTIME = ("device", "batch_size", "progress")
 
 
 def resolve_device(device: str | None) -> str:
@@ -57,303 +43,199 @@ class NotFittedError(RuntimeError):
     pass
 
 
-class Detector(ObjectScoring):
+def make_config(config: DetectorConfig | Mapping | None = None, preset: str | None = None,
+                settings: Mapping[str, Any] | None = None) -> DetectorConfig:
+    """A config from a config object or mapping, a preset name, and settings on top (aliases or dotted keys)."""
+    if preset is not None:
+        if config is not None:
+            raise ValueError("give a config or a preset, not both")
+        from .presets import compose
+
+        return compose(preset, extra=settings).config
+    base = config.to_dict() if isinstance(config, DetectorConfig) else config
+    return from_dict(base, settings or {})
+
+
+class Detector:
     """Zero-/few-shot anomaly detector.
 
-    backbone: registry name, Hugging Face CLIP id or local CLIP directory.
-    image_size, taps: backbone input size and tap set (backbone defaults when None).
-    class_name: object name for the text prompts (text backbones only): enables the zero-shot map.
-    adapters: path to trained per-tap adapters (APRIL-GAN) for the text map.
-    resize: how images of any aspect become square inputs: "squash", "pad" or "tile".
-    neighbourhood: memory comparison scales (r x r token averaging), e.g. (1, 3, 5).
-    augment: add the 11 augmented views of every reference to the memory.
-    individual: individual (per-object) memory bank, "on", "off" or "auto" (on when every reference
-        holds two or more segmented objects). segmenter: its segmenter ("classical", "sam", a dir).
-    fusion: how the individual map joins the global one: "sum", or "mean" of the maps each divided
-        by its own reference-calibrated scale (leave-one-out / perturbed-reference maxima).
-    mutual: zero-shot, text-free, reference-free mode: "objects" scores each object of a test image
-        against the other objects of the same image; "batch" scores each test image against the
-        other test images given to one predict call (TRANSDUCTIVE: scores depend on the batch).
-        Calibration is a fixed heuristic threshold (MUTUAL_THRESHOLD_PER_TAP per tap).
-    align_objects: orientation-normalised object crops (individual bank and mutual="objects"): each
-        object is turned so its major axis lies horizontal, and compared both ways round (on the
-        synthetic capsule scenes it lifts both modes). False: axis-aligned boxes.
-    text_scales: multi-scale text map (text backbones): None (single scale), "pooled" (token pooling
-        over 1, 3, 5 neighbourhoods) or "windows" (exact WinCLIP windows of ``window_sizes`` patches).
-    smoothing_sigma: Gaussian smoothing of the map in input pixels (0 turns it off).
-    image_threshold, pixel_threshold: decision levels on the calibrated scores (default 0.5).
+    config: a :class:`~vandal.config.DetectorConfig` (or its dict); preset: a preset name
+    (``vandal presets``); settings: any config field by alias or dotted key, on top
+    (``Detector(neighbourhood=(1, 3, 5), augment=True)``). device: cpu, cuda or auto; batch_size:
+    images per backbone forward; progress: progress bars.
     """
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, image_size: int | None = None,
-                 taps: Sequence[int] | None = None, *, class_name: str | None = None,
-                 adapters: str | None = None, resize: str = "squash", neighbourhood: Sequence[int] = (3,),
-                 augment: bool = False, individual: str = "off", segmenter: str = "classical",
-                 fusion: str = "sum", mutual: str | None = None, align_objects: bool = True,
-                 text_scales: str | None = None,
-                 window_sizes: Sequence[int] = (2, 3), smoothing_sigma: float = 4.0, image_threshold: float | None = None,
-                 pixel_threshold: float | None = None, batch_size: int = 8, device: str = "auto",
-                 progress: bool = True):
-        self.backbone = backbone
-        self.image_size = image_size
-        self.taps = taps
-        self.class_name = class_name
-        self.adapters = adapters
-        self.resize = resize
-        self.neighbourhood = neighbourhood
-        self.augment = augment
-        self.individual = individual
-        self.segmenter = segmenter
-        self.fusion = fusion
-        self.mutual = mutual
-        self.align_objects = align_objects
-        self.text_scales = text_scales
-        self.window_sizes = window_sizes
-        self.smoothing_sigma = smoothing_sigma
-        self.image_threshold = image_threshold
-        self.pixel_threshold = pixel_threshold
-        self.batch_size = batch_size
+    def __init__(self, config: DetectorConfig | Mapping | None = None, *, preset: str | None = None,
+                 device: str = "auto", batch_size: int = 8, progress: bool = True, **settings: Any):
+        self.config = make_config(config, preset, settings)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = device
+        self.batch_size = batch_size
         self.progress = progress
 
+    # ------------------------------------------------------------------ scikit-learn contract
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """``config`` and the runtime options; ``deep`` adds every config field by its alias."""
+        params: dict[str, Any] = {"config": self.config, **{k: getattr(self, k) for k in RUNTIME}}
+        if deep:
+            params.update({FIELDS[key].alias: value for key, value in self.config.flat().items()})
+        return params
+
+    def set_params(self, **params: Any) -> Detector:
+        """Change runtime options, the whole ``config``, or fields (aliases or dotted keys). Changing a
+        fit-stage field forgets the fitted state (fit again); thresholds apply at once."""
+        for key in RUNTIME:
+            if key in params:
+                setattr(self, key, params.pop(key))
+        config = params.pop("config", None)
+        new = make_config(config if config is not None else self.config, None, params)
+        changed = [key for key, value in new.flat().items() if self.config.get(key) != value]
+        self.config = new
+        if any(stage_of(key) == "fit" for key in changed):
+            self._forget()
+        return self
+
+    def clone(self) -> Detector:
+        """A new, unfitted detector with the same parameters."""
+        return type(self)(self.config, **{k: getattr(self, k) for k in RUNTIME})
+
+    def _forget(self) -> None:
+        for name in ("calibration_", "sources_", "n_references_"):
+            self.__dict__.pop(name, None)
+
     # ------------------------------------------------------------------ set-up
-    def _check_params(self) -> None:
-        if self.resize not in POLICIES:
-            raise ValueError(f"resize must be one of {POLICIES}, got {self.resize!r}")
-        if not self.neighbourhood or any(r < 1 or r % 2 == 0 for r in self.neighbourhood):
-            raise ValueError(f"neighbourhood sizes must be odd and >= 1, got {self.neighbourhood}")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if self.individual not in INDIVIDUAL_MODES:
-            raise ValueError(f"individual must be one of {INDIVIDUAL_MODES}, got {self.individual!r}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if self.text_scales not in (None, "pooled", "windows"):
-            raise ValueError(f"text_scales must be None, 'pooled' or 'windows', got {self.text_scales!r}")
-        if self.mutual not in (None, *MUTUAL_MODES):
-            raise ValueError(f"mutual must be one of {MUTUAL_MODES} or None, got {self.mutual!r}")
-        if self.smoothing_sigma < 0:
-            raise ValueError(f"smoothing_sigma must be >= 0 (0 turns smoothing off), got {self.smoothing_sigma}")
-        if (self.adapters or self.text_scales) and not self.class_name:
-            raise ValueError("adapters and text_scales shape the text map, which needs a class_name (and a CLIP "
-                             "backbone); give class_name or drop them")
-        if self.image_size is not None and self.image_size <= 0:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
-
-    def _build(self, backbone: Backbone | None = None) -> None:
-        self._check_params()
-        self.device_ = resolve_device(self.device)
-        self.backbone_ = backbone or create_backbone(self.backbone, self.image_size, self.taps, device=self.device_)
-        self.segmenter_ = None
-        if self.individual != "off" or self.mutual == "objects":
-            from .segmentation import create_segmenter
-
-            self.segmenter_ = create_segmenter(self.segmenter, **self._segmenter_options())
-        self.individual_banks_: dict[str, MemoryBank] | None = None
-        self.fusion_scales_: tuple[float, float] | None = None
-        self.text_ = None
-        self.adapters_ = None
-        if self.class_name:
-            if not self.backbone_.has_text:
-                raise ValueError(
-                    f"class_name={self.class_name!r} asks for text scoring, but backbone "
-                    f"{self.backbone_.spec.name!r} has no text encoder; use a CLIP backbone or drop class_name"
-                )
-            from .prompts import text_features
-
-            with torch.inference_mode():
-                self.text_ = text_features(self.backbone_, self.class_name).float()
-        if self.adapters:
-            from .scoring.adapters import load_adapters
-
-            self.adapters_ = load_adapters(self.adapters, self.backbone_.spec).to(self.device_).eval()
-        elif getattr(self, "bundled_adapter_state", None) is not None:
-            from .scoring.adapters import adapters_from_state
-
-            self.adapters_ = adapters_from_state(self.bundled_adapter_state, self.backbone_.spec).to(self.device_).eval()
-
-    def _segmenter_options(self) -> dict:
-        """SAM runs where the detector runs (the classical segmenter takes no device)."""
-        return {} if self.segmenter == "classical" else {"device": self.device_}
-
     @property
     def fitted(self) -> bool:
         return hasattr(self, "calibration_")
 
-    # ------------------------------------------------------------------ features
-    def _embed(self, inputs: torch.Tensor) -> BackboneOutput:
-        """``[V, 3, S, S]`` -> taps and global embeddings on the detector's device, batched."""
-        taps: list[list[torch.Tensor]] = []
-        globals_: list[torch.Tensor] = []
-        with torch.inference_mode():
-            for start in range(0, inputs.shape[0], self.batch_size):
-                out = self.backbone_(inputs[start: start + self.batch_size].to(self.device_))
-                taps.append([t.float() for t in out.taps])
-                if out.global_embedding is not None:
-                    globals_.append(out.global_embedding.float())
-        joined = [torch.cat([batch[i] for batch in taps]) for i in range(len(taps[0]))]
-        return BackboneOutput(taps=joined, global_embedding=torch.cat(globals_) if globals_ else None)
+    @property
+    def source_names(self) -> list[str]:
+        """The fitted detector's score sources, in fusion order (e.g. ["memory", "text"])."""
+        self._check_fitted()
+        return [s.name for s in self.sources_]
 
-    def _memory_tokens(self, out: BackboneOutput) -> dict[str, torch.Tensor]:
-        """Tap grids at every neighbourhood scale, keyed ``tap{i}.r{r}``."""
-        return {f"tap{i}.r{r}": pool_neighbourhood(grid, r)
-                for i, grid in enumerate(out.taps) for r in self.neighbourhood}
+    @property
+    def transductive(self) -> bool:
+        """Whether scores depend on the other images of a predict call (mutual="batch")."""
+        return any(s.transductive for s in getattr(self, "sources_", []))
 
-    # ------------------------------------------------------------------ scoring
-    def _memory_maps(self, out: BackboneOutput, banks: dict[str, MemoryBank]) -> torch.Tensor:
-        """V inputs -> per tap nearest distance (mean over scales), upsampled, summed: ``[V, S, S]``."""
-        tokens = self._memory_tokens(out)
-        return sum_over_taps((torch.stack([banks[f"tap{i}.r{r}"].distance_grid(tokens[f"tap{i}.r{r}"])
-                                           for r in self.neighbourhood]).mean(0) for i in range(len(out.taps))),
-                             self.backbone_.image_size)
+    def _setup(self, names: list[str]) -> list[ScoreSource]:
+        """Backbone, segmenter and embedder for ``names`` sources (a backbone already built for the
+        same settings and device is kept, so refitting does not reload weights)."""
+        from .backbones import create_backbone
 
-    def _view_maps(self, out: BackboneOutput, banks: dict[str, MemoryBank] | None,
-                   inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Backbone output of V views -> (raw maps ``[V, S, S]`` smoothed, text image scores ``[V]``)."""
-        size = self.backbone_.image_size
-        count = out.taps[0].shape[0]
-        maps = self._memory_maps(out, banks) if banks else torch.zeros(count, size, size, device=out.taps[0].device)
-        text_scores = None
-        if self.text_ is not None:
-            with torch.inference_mode():
-                projected = self.adapters_(out.taps) if self.adapters_ is not None else self.backbone_.project_taps(out.taps)
-            maps += self._text_maps([p.float() for p in projected], inputs)
-            text_scores = text_image_score(out.global_embedding, self.text_)
-        if self.smoothing_sigma > 0:
-            maps = gaussian_smooth(maps, self.smoothing_sigma)
-        return maps, text_scores
+        cfg = self.config
+        device = resolve_device(self.device)
+        built = getattr(self, "_built", None)
+        if built is None or built[0] != (cfg.backbone, device):
+            options = {"hidden_act": cfg.backbone.hidden_act} if cfg.backbone.hidden_act else {}
+            backbone = create_backbone(cfg.backbone.name, cfg.backbone.image_size, cfg.backbone.taps,
+                                       device=device, **options)
+            self._built = ((cfg.backbone, device), backbone)
+        self.device_ = device
+        self.backbone_ = self._built[1]
+        segmenter = None
+        if any(SOURCES[name].uses_objects for name in names):
+            from .segmentation import create_segmenter
 
-    def _text_maps(self, projected: list[torch.Tensor], inputs: torch.Tensor | None) -> torch.Tensor:
-        """Projected taps ``[V, h, w, D]`` -> text map ``[V, S, S]`` in ``[0, n_taps]`` at the chosen scales."""
-        size = self.backbone_.image_size
-        if self.text_scales == "pooled":
-            return pooled_text_maps(projected, self.text_, size)
-        if self.text_scales != "windows":
-            return text_anomaly_maps(projected, self.text_, size)
-        if inputs is None or not hasattr(self.backbone_, "grid_size"):
-            raise ValueError("text_scales='windows' needs a CLIP backbone and the input pixels")
-        from .scoring.windows import window_text_map
+            options = {} if cfg.objects.segmenter == "classical" else {"device": device}
+            segmenter = create_segmenter(cfg.objects.segmenter, **options)
+        self.embedder_ = Embedder(self.backbone_, cfg.views.resize, self.batch_size, device, segmenter,
+                                  cfg.objects.align)
+        return [SOURCES[name](cfg, self.embedder_) for name in names]
 
-        with torch.inference_mode():
-            windows = window_text_map(self.backbone_, inputs.to(self.device_), self.text_, tuple(self.window_sizes))
-        windows = F.interpolate(windows[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
-        # Per tap: the harmonic mean of its full-image patch probability and every window scale, each
-        # weighted alike (METHOD section 4). `windows` is already the harmonic mean of n scales, so
-        # 1/w_2 + ... + 1/w_n = n / windows.
-        n = len(self.window_sizes)
-        return sum((n + 1) / (text_anomaly_maps([p], self.text_, size).reciprocal() + n / windows)
-                   for p in projected)
-
-    def _raw_image_score(self, maps: torch.Tensor, text_scores: torch.Tensor | None, with_memory: bool) -> float:
-        """One image's raw map -> its raw score: text probability (+ the map maximum with references)."""
-        text = float(text_scores.mean()) if text_scores is not None else 0.0
-        return text + float(maps.amax()) if with_memory else text
+    def _wanted(self, has_references: bool) -> list[str]:
+        names = [name for name, source in SOURCES.items() if source.wanted(self.config, has_references)]
+        if not names:
+            raise ValueError("fit needs at least one normal image; zero-shot (no references) needs a CLIP backbone "
+                             "and a class_name, or mutual comparison")
+        return names
 
     # ------------------------------------------------------------------ fit
-    def _prepare(self, image: np.ndarray) -> tuple[list[View], torch.Tensor]:
-        return image_views(image, self.backbone_.image_size, self.backbone_.preprocessing, self.resize)
+    def fit(self, normal_images: Iterable[ImageInput] | ImageInput | None = None) -> Detector:
+        """Learn from normal images (none: zero-shot / mutual) and calibrate on them; returns self."""
+        from .calibrating import calibrate_sources
 
-    def _reference_tokens(self, images: list[np.ndarray], transforms: list[Transform]) -> list[dict[str, torch.Tensor]]:
-        out = []
-        for image in tqdm(images, desc="fit: embedding references", unit="img", disable=not self.progress):
-            inputs = torch.cat([self._prepare(view)[1] for view in augment(image, transforms)])
-            out.append({k: v.reshape(-1, v.shape[-1]) for k, v in self._memory_tokens(self._embed(inputs)).items()})
-        return out
-
-    @staticmethod
-    def _banks_from(tokens: list[dict[str, torch.Tensor]]) -> dict[str, MemoryBank]:
-        banks = {}
-        for key in tokens[0]:
-            bank = MemoryBank(dim=tokens[0][key].shape[-1])
-            bank.add(torch.cat([t[key] for t in tokens]))
-            banks[key] = bank
-        return banks
-
-    def fit(self, normal_images: Iterable[ImageInput] | None = None) -> "Detector":
-        """Learn the memory banks and the calibration from normal images; returns self.
-
-        With no images and a text backbone + class_name, the detector is zero-shot.
-        """
-        self._build()
         images = [load_image(x) for x in as_image_list(normal_images)]
+        # What a source learned without references (text features, adapters) carries over a refit.
+        carried = {s.name: (s.state_dict(), s.meta()) for s in getattr(self, "sources_", [])
+                   if s.carries_over(self.config)}
+        sources = self._setup(self._wanted(bool(images)))
+        for source in sources:
+            if source.name in carried:
+                source.load_state_dict(*carried[source.name])
+        references = self._add_references(sources, images)
+        self.sources_ = [s for s in sources if s.finish()]
         self.n_references_ = len(images)
-        self.individual_banks_, self.fusion_scales_, self.object_counts_ = None, None, []
-        if self.mutual is not None:
-            if images:
-                raise ValueError("mutual comparison is the reference-free mode: call fit() with no images, "
-                                 "or drop mutual to use the references")
-            self.banks_ = {}
-            n_taps = len(self.backbone_.spec.taps)
-            level = MUTUAL_THRESHOLD_PER_TAP * n_taps + (0.5 * n_taps if self.text_ is not None else 0.0)
-            self.calibration_ = fixed_calibration(level, level, f"mutual-{self.mutual} (heuristic)")
-            return self
-        if not images:
-            if self.text_ is None:
-                raise ValueError(
-                    "fit needs at least one normal image; zero-shot (no references) needs a CLIP backbone "
-                    "and a class_name"
-                )
-            self.banks_ = {}
-            n_taps = len(self.backbone_.spec.taps)
-            # Zero-shot: a text probability of 0.5 is the natural boundary, per tap for the map.
-            self.calibration_ = fixed_calibration(0.5, 0.5 * n_taps, "zero-shot")
-            return self
-        transforms = paper_transforms() if self.augment else [Transform()]
-        per_reference = self._reference_tokens(images, transforms)
-        self.banks_ = self._banks_from(per_reference)
-        per_object = self._fit_individual(images, transforms)
-        self.calibration_ = self._calibrate(images, per_reference, per_object)
+        self.calibration_ = calibrate_sources(self.sources_, self.embedder_, self.config.post.smoothing_sigma,
+                                              references, self.progress)
         return self
 
-    def _calibrate(self, images: list[np.ndarray], per_reference: list[dict[str, torch.Tensor]],
-                   per_object: list[dict[str, torch.Tensor] | None] | None = None) -> Calibration:
-        """Normal scores without test data: leave-one-out over references (k >= 2), or small
-        perturbations of the single reference scored against the memory (k = 1). The individual
-        bank, when on, is left out the same way."""
-        sources: list[SourceMaps] = []
-        if len(images) >= 2:
-            method = "leave-one-out"
-            for i in tqdm(range(min(len(images), MAX_LOO_REFERENCES)), desc="fit: calibrating (leave-one-out)",
-                          disable=not self.progress):
-                banks = self._banks_from(per_reference[:i] + per_reference[i + 1:])
-                individual = None
-                if self.individual_banks_ is not None:
-                    rest = [t for j, t in enumerate(per_object) if j != i and t is not None]
-                    individual = self._banks_from(rest) if rest else None
-                sources.append(self._source_maps(images[i], banks, individual))
-                if self.individual_banks_ is not None and sources[-1].objects is None:
-                    sources[-1].objects = torch.zeros(sources[-1].height, sources[-1].width, device=self.device_)
-        else:
-            method = "perturbed-reference"
-            for view in augment(images[0], calibration_transforms()):
-                sources.append(self._source_maps(view, self.banks_, self.individual_banks_))
-        self._set_fusion_scales(sources)
-        fused = [self._fuse(src, True)[1:] for src in sources]
-        return calibrate(np.array([f[0] for f in fused]), np.array([f[1] for f in fused]), method,
-                         CALIBRATION_MARGIN[method])
+    def _add_references(self, sources: list[ScoreSource], images: list[np.ndarray]) -> list[EmbeddedImage]:
+        """Embed each reference once (with its augmented views) and hand it to every source."""
+        transforms = paper_transforms() if self.config.memory.augment else [Transform()]
+        items = []
+        for image in tqdm(images, desc="fit: embedding references", unit="img", disable=not self.progress):
+            reference = self.embedder_.reference(image, transforms)
+            for source in sources:
+                source.add(reference)
+            items.append(reference.item)  # identity views stay embedded for calibration
+        return items
+
+    def add_references(self, normal_images: Iterable[ImageInput] | ImageInput) -> Detector:
+        """Add normal images to a fitted detector without refitting: only the new images are embedded;
+        the memories grow and the calibration takes the new references' leave-one-out scores."""
+        from .calibrating import extend_calibration
+
+        self._check_fitted()
+        images = [load_image(x) for x in as_image_list(normal_images)]
+        if not images:
+            raise ValueError("add_references needs at least one image")
+        if not self.n_references_:
+            raise ValueError("this detector was fitted without references (zero-shot or mutual): fit it on "
+                             "normal images instead")
+        start = self.n_references_
+        items = self._add_references(self.sources_, images)
+        self.sources_ = [s for s in self.sources_ if s.finish()]
+        self.n_references_ += len(images)
+        self.calibration_ = extend_calibration(self.calibration_, self.sources_, self.config.post.smoothing_sigma,
+                                               items, start)
+        return self
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
         if not self.fitted:
             raise NotFittedError("this Detector is not fitted yet: call fit(normal_images) or Detector.load(dir)")
 
-    def predict_image(self, image: np.ndarray, name: str | None = None) -> Prediction:
-        """One decoded ``[H, W, 3]`` uint8 image -> its :class:`Prediction`."""
-        self._check_fitted()
-        if self.mutual == "batch":
-            raise ValueError("mutual='batch' scores images against each other: use predict(images) on the whole batch")
-        return self._prediction(self._source_maps(image, self.banks_, self.individual_banks_), name)
+    def score_item(self, item: EmbeddedImage) -> ScoredImage:
+        """Every source's answer for one embedded image, collected for fusion."""
+        return collect(item, [(s, s.score(item)) for s in self.sources_], self.embedder_.size,
+                       self.config.post.smoothing_sigma)
 
-    def _prediction(self, src: SourceMaps, name: str | None) -> Prediction:
-        raw, raw_score, _ = self._fuse(src, bool(self.banks_) or self.mutual is not None)
-        text = src.text
+    def predict_image(self, image: np.ndarray, name: str | None = None, grid: bool = False) -> Prediction:
+        """One decoded ``[H, W, 3]`` uint8 image -> its :class:`Prediction`.
+
+        grid: maps (and the image score) on the backbone's input grid ``[S, S]`` rather than at the
+        image's size (``resize="squash"`` only): how the APRIL-GAN reference evaluates.
+        """
+        self._check_fitted()
+        if self.transductive:
+            raise ValueError("mutual='batch' scores images against each other: use predict(images) on the whole batch")
+        return self._prediction(self.score_item(self.embedder_.image(image, name)), name, grid)
+
+    def _prediction(self, scored: ScoredImage, name: str | None, grid: bool = False) -> Prediction:
+        raw, raw_score = fuse(scored, self.calibration_.scales, grid)
         raw_map = raw.cpu().numpy().astype(np.float32)
         anomaly_map = self.calibration_.pixel(raw_map).astype(np.float32)
         pred_score = float(self.calibration_.image(raw_score))
-        image_level = DECISION_LEVEL if self.image_threshold is None else self.image_threshold
-        pixel_level = DECISION_LEVEL if self.pixel_threshold is None else self.pixel_threshold
-        return Prediction(pred_score=pred_score, anomaly_map=anomaly_map, pred_label=pred_score > image_level,
-                          pred_mask=anomaly_map > pixel_level, raw_score=raw_score, path=name,
-                          text_score=float(text.mean()) if text is not None else None)
+        post = self.config.post
+        image_level = DECISION_LEVEL if post.image_threshold is None else post.image_threshold
+        pixel_level = DECISION_LEVEL if post.pixel_threshold is None else post.pixel_threshold
+        # Written as "not below": a NaN score or pixel is flagged, never passed as normal.
+        return Prediction(pred_score=pred_score, anomaly_map=anomaly_map, pred_label=not pred_score <= image_level,
+                          pred_mask=~(anomaly_map <= pixel_level), raw_score=raw_score, path=name,
+                          text_score=scored.text)
 
     def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
                      total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
@@ -365,7 +247,7 @@ class Detector(ObjectScoring):
         self._check_fitted()
         if total is None and hasattr(images, "__len__"):
             total = len(images)  # type: ignore[arg-type]
-        if self.mutual == "batch":
+        if self.transductive:
             yield from self._iter_predict_batch(images, skip_unreadable)
             return
         decoded = tqdm(decode_ahead(images), desc="predict", unit="img", total=total, disable=not self.progress)
@@ -379,19 +261,23 @@ class Detector(ObjectScoring):
 
     def _iter_predict_batch(self, images: Iterable[ImageInput], skip_unreadable: bool
                             ) -> Iterator[Prediction | UnreadableImageError]:
-        """mutual="batch": every image is needed before any is scored (transductive)."""
-        loaded, names, errors = [], [], []
-        for index, item in enumerate(images):
+        """Transductive sources need every image before any is scored."""
+        items, errors = [], []
+        for index, entry in enumerate(images):
             try:
-                loaded.append(load_image(item))
-                names.append(describe(item, index))
+                items.append(self.embedder_.image(load_image(entry), describe(entry, index)))
             except UnreadableImageError as error:
                 if not skip_unreadable:
                     raise
                 errors.append(error)
         yield from errors
-        for src, name in zip(self._mutual_batch_sources(loaded) if loaded else [], names):
-            yield self._prediction(src, name)
+        if not items:
+            return
+        answers = [source.score_batch(items) for source in self.sources_]
+        for i, item in enumerate(items):
+            scored = collect(item, [(s, a[i]) for s, a in zip(self.sources_, answers)], self.embedder_.size,
+                             self.config.post.smoothing_sigma)
+            yield self._prediction(scored, item.name)
 
     def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
         """Images (paths, PIL images or arrays) -> one :class:`Prediction` each."""
@@ -399,20 +285,25 @@ class Detector(ObjectScoring):
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str) -> None:
-        """Write the fitted detector to ``directory`` (safetensors + JSON, no pickle)."""
-        from .bundle import save_detector
+        """Write the fitted detector to ``directory`` (safetensors + JSON, no pickle), atomically. Only a
+        new path, an empty folder or an existing bundle holding nothing else is written to."""
+        from .bundle import bundle_document, write_bundle
 
         self._check_fitted()
-        save_detector(self, directory)
+        write_bundle(directory, *bundle_document(self.config, self.backbone_.spec, self.sources_, self.n_references_,
+                                                 self.calibration_))
 
     @classmethod
-    def load(cls, directory: str, device: str = "auto", progress: bool = True) -> "Detector":
-        """Rebuild a detector saved by :meth:`save`; refuses incompatible bundles."""
-        from .bundle import load_detector
+    def load(cls, directory: str, device: str = "auto", progress: bool = True, batch_size: int = 8) -> Detector:
+        """Rebuild a detector saved by :meth:`save`; refuses damaged or incompatible bundles."""
+        from .bundle import check_backbone, read_bundle, restore_sources
 
-        return load_detector(cls, directory, device=device, progress=progress)
-
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "backbone", "image_size", "taps", "class_name", "adapters", "resize", "neighbourhood", "augment",
-            "individual", "segmenter", "fusion", "mutual", "align_objects", "text_scales", "window_sizes", "smoothing_sigma", "image_threshold", "pixel_threshold", "batch_size")}
+        saved = read_bundle(directory)
+        detector = cls(saved.config, device=device, progress=progress, batch_size=batch_size)
+        sources = detector._setup(saved.sources)
+        check_backbone(saved.backbone, detector.backbone_.spec.to_dict(), directory)
+        restore_sources(sources, saved)
+        detector.sources_ = sources
+        detector.n_references_ = saved.n_references
+        detector.calibration_ = saved.calibration
+        return detector

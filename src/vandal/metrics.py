@@ -14,7 +14,8 @@ and the few anomalous pixels, sorted, are searched in it; AU-PRO then needs no p
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage

@@ -47,7 +47,7 @@ def prompt_ensemble(class_name: str, humanize: bool = False) -> tuple[list[str],
     return _fill(NORMAL_STATES, name), _fill(ABNORMAL_STATES, name)
 
 
-def text_features(backbone: "Backbone", class_name: str, humanize: bool = False) -> torch.Tensor:
+def text_features(backbone: Backbone, class_name: str, humanize: bool = False) -> torch.Tensor:
     """``T`` of shape ``[2, D]``: row 0 normal, row 1 abnormal.
 
     Each prompt embedding is L2-normalised, averaged within its group, and re-normalised.

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from .detector import Detector
 
 
-def _scored(detector: "Detector", paths: list[Path]) -> Iterator[tuple[Path, object, object]]:
+def _scored(detector: Detector, paths: list[Path]) -> Iterator[tuple[Path, object, object]]:
     """(path, image or its UnreadableImageError, prediction or None), in input order."""
-    if detector.mutual == "batch":
+    if detector.transductive:
         # Transductive: every image must be seen before any is scored; decode again for overlays.
         readable = [p for p, image in decode_ahead(paths) if not isinstance(image, UnreadableImageError)]
         predictions = iter(detector.predict(readable)) if readable else iter(())
@@ -43,7 +43,7 @@ class RunReport:
     summary: str
 
 
-def write_outputs(detector: "Detector", paths: list[Path], out: Path, save_maps: bool = False,
+def write_outputs(detector: Detector, paths: list[Path], out: Path, save_maps: bool = False,
                   skip_unreadable: bool = False) -> RunReport:
     """Predict every path and write its results.
 
@@ -55,7 +55,7 @@ def write_outputs(detector: "Detector", paths: list[Path], out: Path, save_maps:
     out.mkdir(parents=True, exist_ok=True)
     stems = unique_stems([str(p) for p in paths])
     rows, skipped, scores = [], [], {}
-    level = detector.pixel_threshold if detector.pixel_threshold is not None else DECISION_LEVEL
+    level = detector.config.post.pixel_threshold or DECISION_LEVEL
     stem_of = dict(zip(map(str, paths), stems))
     for path, image, prediction in _scored(detector, paths):
         if isinstance(image, UnreadableImageError):

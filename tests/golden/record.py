@@ -13,9 +13,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch.set_num_threads(2)
 
-from golden_cases import GOLDEN_DIR, cases, map_sample  # noqa: E402
-
 from vandal.detector import Detector  # noqa: E402
+
+from golden_cases import GOLDEN_DIR, cases, map_sample  # noqa: E402
 
 
 def main() -> None:

@@ -1,20 +1,23 @@
 """``vandal evaluate``: the papers' benchmark tables on MVTec AD, VisA or any MVTec-layout folder.
 
-Thin: parsing and messages only; the work is in :mod:`vandal.evaluate`. Registered on the main
-app by :func:`register` (called at the end of ``cli/main.py``).
+Thin: parsing and messages only; the work is in :mod:`vandal.evaluation`. Takes every detector
+setting (``--preset``, ``--config``, ``--set``, flags); a preset's ``[evaluate]`` table gives
+defaults for the options here (e.g. ``april-gan-reference``: ``--protocol grid --transductive``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import click
-import typer
-from typer.core import TyperCommand
+
+from .common import device_option, echo, user_errors
+from .options import compose_options, config_options, pop_config
 
 # Options that take several values: both "--shots 0 1 2 4" (as the papers' scripts) and "--shots 0,1,2,4".
-LIST_OPTIONS = ("--shots", "--categories", "--neighbourhood", "--taps")
+LIST_OPTIONS = ("--shots", "--categories", "--neighbourhood", "--taps", "--window-sizes")
+EVAL_DEFAULTS = {"protocol": "518", "transductive": False, "legacy_pro": True, "text": True, "humanize": False}
 
 
 def join_list_values(args: list[str], options: tuple[str, ...] = LIST_OPTIONS) -> list[str]:
@@ -34,81 +37,69 @@ def join_list_values(args: list[str], options: tuple[str, ...] = LIST_OPTIONS) -
     return out
 
 
-class ListOptionsCommand(TyperCommand):
-    """A typer command whose list options accept space-separated values (click options take one)."""
+class ListOptionsCommand(click.Command):
+    """A command whose list options accept space-separated values (click options take one)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, join_list_values(list(args)))
 
 
-def _split(text: Optional[str]) -> list[str]:
+def _split(text: str | None) -> list[str]:
     return [x for x in (text or "").replace(",", " ").split() if x]
 
 
-def _ints(text: Optional[str], what: str) -> Optional[list[int]]:
-    from .main import fail
-
-    if not text:
-        return None
+def _shots(text: str) -> list[int]:
     try:
         return [int(x) for x in _split(text)]
     except ValueError:
-        fail(f"{what} takes integers, e.g. '{what} 0 1 2 4' or '{what} 0,1,2,4'; got {text!r}")
+        raise click.UsageError(f"--shots takes integers, e.g. '--shots 0 1 2 4' or '--shots 0,1,2,4'; got {text!r}") from None
 
 
-def evaluate_command(
-    dataset: str = typer.Option(..., "--dataset", help="Layout: mvtec, visa or folder (any MVTec-layout folder)."),
-    root: Path = typer.Option(..., "--root", help="Dataset root (the folder holding the categories)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: results.json, results.md, results.csv."),
-    categories: Optional[str] = typer.Option(None, "--categories", help="Categories to run (default: all found)."),
-    shots: str = typer.Option("0 1 2 4", "--shots", help="Shot counts, e.g. '--shots 0 1 2 4' (0: zero-shot, text backbones)."),
-    seeds: int = typer.Option(5, "--seeds", help="Seeds 0..N-1 for the k-shot draws (zero-shot runs once)."),
-    backbone: str = typer.Option("efficientnet-lite2", "--backbone", help="Registry name, Hugging Face CLIP id or local CLIP dir."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Backbone input size (default: the backbone's)."),
-    protocol: str = typer.Option("518", "--protocol", help="518: maps and masks at 518x518 (papers); native: original size (MVTec)."),
-    class_name_humanize: bool = typer.Option(False, "--class-name-humanize", help="Prompts say 'metal nut', not 'metal_nut'."),
-    adapters: Optional[Path] = typer.Option(None, "--adapters", help="Trained APRIL-GAN adapters for the text map."),
-    transductive: bool = typer.Option(False, "--transductive", help="TRANSDUCTIVE few-shot image scores (test-set min-max, as the reference code)."),
-    legacy_pro: bool = typer.Option(True, "--legacy-pro/--no-legacy-pro", help="Also compute the APRIL-GAN AU-PRO variant (slow)."),
-    resize: str = typer.Option("squash", "--resize", help="squash (papers), pad, or tile."),
-    neighbourhood: Optional[str] = typer.Option(None, "--neighbourhood", help="Memory comparison scales, e.g. '1 3 5'."),
-    taps: Optional[str] = typer.Option(None, "--taps", help="Tap set, e.g. '8 16' (strides) or '6 12 18 24' (CLIP blocks)."),
-    augment: bool = typer.Option(False, "--augment/--no-augment", help="Add 11 augmented views of each reference."),
-    smoothing_sigma: float = typer.Option(4.0, "--smoothing-sigma", help="Gaussian smoothing of maps in input pixels (0: off, as the APRIL-GAN reference)."),
-    restart: bool = typer.Option(False, "--restart", help="Discard results already in --out instead of resuming."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-) -> None:
-    """Benchmark per category and shot count (mean ± std over seeds), resumable; tables as in the papers."""
-    from ..data.images import UnreadableImageError
-    from ..evaluate import EvalConfig, evaluate
-    from .main import echo, fail
+def _eval_options(given: dict[str, Any], preset_defaults: dict[str, Any]) -> dict[str, Any]:
+    """Explicit flags > the preset's [evaluate] table > defaults."""
+    unknown = sorted(set(preset_defaults) - set(EVAL_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown [evaluate] setting(s) {unknown}; known: {', '.join(EVAL_DEFAULTS)}")
+    return {key: given[key] if given.get(key) is not None else preset_defaults.get(key, default)
+            for key, default in EVAL_DEFAULTS.items()}
 
-    extra: dict = {"resize": resize, "augment": augment, "smoothing_sigma": smoothing_sigma}
-    if neighbourhood:
-        extra["neighbourhood"] = tuple(_ints(neighbourhood, "--neighbourhood"))
-    if taps:
-        extra["taps"] = tuple(_ints(taps, "--taps"))
-    config = EvalConfig(
-        dataset=dataset, root=str(root), categories=_split(categories) or None, shots=_ints(shots, "--shots") or [],
-        seeds=seeds, backbone=backbone, image_size=image_size, protocol=protocol,
-        class_name_humanize=class_name_humanize, adapters=str(adapters) if adapters else None,
-        transductive=transductive, legacy_pro=legacy_pro, detector=extra, device=device,
-    )
-    if transductive:
+
+@click.command(cls=ListOptionsCommand,
+               help="Benchmark per category and shot count (mean ± std over seeds), resumable; tables as in the papers.")
+@click.option("--dataset", required=True, help="Layout: mvtec, visa or folder (any MVTec-layout folder).")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="Dataset root (the folder holding the categories).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder: results.json, results.md, results.csv.")
+@click.option("--categories", default=None, help="Categories to run (default: all found).")
+@click.option("--shots", default="0 1 2 4", show_default=True, help="Shot counts (0: zero-shot, text backbones or --mutual).")
+@click.option("--seeds", default=5, show_default=True, help="Seeds 0..N-1 for the k-shot draws (zero-shot runs once).")
+@click.option("--protocol", type=click.Choice(["518", "native", "grid"]), default=None,
+              help="518: maps and masks at 518x518 (papers); native: original size (MVTec); grid: the detector's input "
+                   "grid with masks thresholded as the APRIL-GAN reference [default: 518].")
+@click.option("--text/--no-text", default=None, help="Prompts with the category name when the backbone has text [default: on].")
+@click.option("--class-name-humanize", "humanize", is_flag=True, default=None, help="Prompts say 'metal nut', not 'metal_nut'.")
+@click.option("--transductive/--no-transductive", default=None,
+              help="TRANSDUCTIVE few-shot image scores (test-set min-max, as the reference code) [default: off].")
+@click.option("--legacy-pro/--no-legacy-pro", default=None, help="Also compute the APRIL-GAN AU-PRO variant (slow) [default: on].")
+@click.option("--restart", is_flag=True, help="Discard results already in --out instead of resuming.")
+@click.option("--progress/--no-progress", default=True, help="Progress bars.")
+@device_option
+@config_options
+@user_errors
+def evaluate(dataset: str, root: Path, out: Path, categories: str | None, shots: str, seeds: int, restart: bool,
+             progress: bool, device: str, **kwargs: Any) -> None:
+    from ..evaluation import EvalConfig
+    from ..evaluation import evaluate as run_evaluation
+
+    composed = compose_options(pop_config(kwargs))
+    options = _eval_options(kwargs, composed.evaluate)
+    config = EvalConfig(dataset=dataset, root=str(root), categories=_split(categories) or None, shots=_shots(shots),
+                        seeds=seeds, detector=composed.config, device=device, preset=composed.preset, **options)
+    if config.transductive:
         echo("--transductive: few-shot image scores are min-max normalised over the test set (reference code); "
              "a score then depends on the other test images")
-    try:
-        doc = evaluate(config, out, restart=restart, progress=progress)
-    except (FileNotFoundError, ValueError, TypeError, RuntimeError, UnreadableImageError) as error:
-        fail(str(error))  # ConfigMismatchError is a ValueError: its message says to use --restart
-    if any(r["category"] in doc["config"]["categories"] for r in doc["runs"]):
-        typer.echo((out / "results.md").read_text())
+    doc = run_evaluation(config, out, restart=restart, progress=progress)
+    if doc["runs"]:
+        click.echo((out / "results.md").read_text())
     else:
         echo("no cell could be run (see the messages above)")
     echo(f"results in {out}/: results.json, results.md, results.csv")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``evaluate`` to the ``vandal`` command line."""
-    app.command("evaluate", cls=ListOptionsCommand)(evaluate_command)

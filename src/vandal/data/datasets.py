@@ -326,27 +326,35 @@ def load_dataset(
 # --------------------------------------------------------------------------- plain folders
 
 
+def _walk(folder: Path, exclude: list[Path]) -> list[Path]:
+    """Visible files under ``folder`` and its subfolders (sorted by path), skipping ``exclude`` folders."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in exclude)
+        found += [here / f for f in files if not f.startswith(".")]
+    return sorted(found)
+
+
 def list_images(
-    folder_or_files: PathLike | Iterable[PathLike], recursive: bool = False
+    folder_or_files: PathLike | Iterable[PathLike], recursive: bool = False, exclude: Iterable[PathLike] = ()
 ) -> tuple[list[Path], int]:
     """Image paths from folders and/or files, and how many non-image files were skipped.
 
-    Folders are listed in name order (``recursive``: their subfolders too, by relative path);
-    explicit files keep the order given. Duplicates are dropped. Raises ``FileNotFoundError``
-    for a path that does not exist and ``ValueError`` when no image is found.
+    Folders are listed in name order (``recursive``: their subfolders too, by relative path, except
+    the ``exclude`` folders, e.g. a run's own output folder); explicit files keep the order given.
+    Duplicates are dropped. Raises ``FileNotFoundError`` for a path that does not exist and
+    ``ValueError`` when no image is found.
     """
     if isinstance(folder_or_files, (str, os.PathLike)):
         folder_or_files = [folder_or_files]
     inputs = [Path(p).expanduser() for p in folder_or_files]
+    skip = [Path(p).expanduser().resolve() for p in exclude]
     images: dict[Path, None] = {}  # an ordered set
     ignored = 0
     for item in inputs:
         if item.is_dir():
-            files = (
-                sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
-                if recursive
-                else _visible_files(item)
-            )
+            files = _walk(item, skip) if recursive else _visible_files(item)
         elif item.is_file():
             files = [item]
         else:
@@ -360,7 +368,7 @@ def list_images(
         where = ", ".join(str(p) for p in inputs) or "(no paths given)"
         raise ValueError(
             f"no images found in {where} (looked for {', '.join(IMAGE_EXTENSIONS)}"
-            f"{'' if recursive else ', not in subfolders: pass recursive=True to include them'})"
+            f"{'' if recursive else '; subfolders are not searched: pass --recursive to include them'})"
         )
     return list(images), ignored
 

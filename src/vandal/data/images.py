@@ -6,14 +6,13 @@ Boundaries accept paths, PIL images and numpy arrays; everything past here is ``
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterable, Iterator
-from typing import Union
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -109,7 +108,7 @@ def describe(image: ImageInput, index: int) -> str:
     return f"<{type(image).__name__} #{index}>"
 
 
-def decode_ahead(inputs: "Iterable[ImageInput]") -> "Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError]]":
+def decode_ahead(inputs: Iterable[ImageInput]) -> Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError]]:
     """Decode inputs in a background thread, one ahead of the consumer.
 
     PIL releases the GIL while decoding, so the next file decodes while the backbone runs on the
@@ -119,7 +118,7 @@ def decode_ahead(inputs: "Iterable[ImageInput]") -> "Iterator[tuple[ImageInput, 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    def decode(item: ImageInput) -> "np.ndarray | UnreadableImageError":
+    def decode(item: ImageInput) -> np.ndarray | UnreadableImageError:
         try:
             return load_image(item)
         except UnreadableImageError as error:
@@ -139,7 +138,7 @@ def decode_ahead(inputs: "Iterable[ImageInput]") -> "Iterator[tuple[ImageInput, 
             yield item, future.result()
 
 
-def as_image_list(images: "Iterable[ImageInput] | ImageInput | None") -> list:
+def as_image_list(images: Iterable[ImageInput] | ImageInput | None) -> list:
     """One input or many -> a list of inputs.
 
     A path, a PIL image or a 2-D / 3-D array is one image; a 4-D array ``[N, H, W, C]`` is N images.

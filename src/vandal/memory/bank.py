@@ -87,3 +87,66 @@ class MemoryBank:
         if self._transposed is None:
             self._transposed = self.features.T.contiguous()
         return nearest_cosine_distance(queries, self.features, chunk_elements, self._transposed).reshape(b, h, w)
+
+
+class BankSet:
+    """One :class:`MemoryBank` per key (tap x scale), filled reference by reference.
+
+    Each reference's rows are remembered (``units``: its number of views or object crops, each
+    ``h x w`` rows per key), so a bank without reference ``i`` (leave-one-out calibration) is a
+    selection of rows, not a new embedding. Tokens added are collected and joined once in
+    :meth:`finish`, so adding many references costs one concatenation, not one per reference.
+    """
+
+    def __init__(self) -> None:
+        self.banks: dict[str, MemoryBank] = {}
+        self.units: list[int] = []
+        self._pending: list[dict[str, torch.Tensor]] = []
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def add(self, tokens: dict[str, torch.Tensor]) -> None:
+        """One reference's tokens per key, ``[N, h, w, C]`` (N views or crops), normalised and queued."""
+        first = next(iter(tokens.values()))
+        self.units.append(int(first.shape[0]))
+        self._pending.append({k: F.normalize(v.reshape(-1, v.shape[-1]).float(), dim=-1) for k, v in tokens.items()})
+
+    def finish(self) -> None:
+        """Join the queued references onto the banks."""
+        if not self._pending:
+            return
+        for key in self._pending[0]:
+            parts = ([self.banks[key].features] if key in self.banks else []) + [p[key] for p in self._pending]
+            self.banks[key] = MemoryBank(torch.cat([p.to(parts[-1].device) for p in parts]))
+        self._pending = []
+
+    def _rows(self, key: str) -> list[int]:
+        """Rows per reference in bank ``key``."""
+        per_unit = len(self.banks[key]) // max(1, sum(self.units))
+        return [u * per_unit for u in self.units]
+
+    def without(self, index: int) -> dict[str, MemoryBank] | None:
+        """The banks without reference ``index``'s rows (None when it was the only reference)."""
+        if len(self.units) < 2:
+            return None
+        out = {}
+        for key, bank in self.banks.items():
+            rows = self._rows(key)
+            start = sum(rows[:index])
+            kept = torch.cat([bank.features[:start], bank.features[start + rows[index]:]])
+            out[key] = MemoryBank(kept)
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {key: bank.features.contiguous().cpu() for key, bank in self.banks.items()}
+
+    def load(self, state: dict[str, torch.Tensor], units: list[int], device: str | torch.device) -> None:
+        """Restore saved banks; ``units`` per reference must account for every row of every bank."""
+        self.banks = {key: MemoryBank(value.to(device)) for key, value in state.items()}
+        self.units = [int(u) for u in units]
+        total = sum(self.units)
+        for key, bank in self.banks.items():
+            if not total or len(bank) % total:
+                raise ValueError(f"bank {key} holds {len(bank)} rows, not a whole number per each of its {total} "
+                                 "reference views")

@@ -1,11 +1,14 @@
-"""From per-tap distance grids to one memory map (METHOD section 5)."""
+"""From tap grids to one memory map (METHOD section 5): pooled tokens, banks, per-tap distances summed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .bank import MemoryBank
+from .pooling import pool_neighbourhood
 
 
 def sum_over_taps(distances: Iterable[torch.Tensor], size: int) -> torch.Tensor:
@@ -18,3 +21,22 @@ def sum_over_taps(distances: Iterable[torch.Tensor], size: int) -> torch.Tensor:
     if total is None:
         raise ValueError("sum_over_taps needs at least one tap")
     return total
+
+
+def bank_key(tap: int, r: int) -> str:
+    """The bank of tap ``tap`` (0-based position in the tap set) at neighbourhood scale ``r``."""
+    return f"tap{tap}.r{r}"
+
+
+def memory_tokens(taps: list[torch.Tensor], neighbourhood: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Tap grids ``[N, h, w, C]`` -> pooled grids at every neighbourhood scale, keyed by :func:`bank_key`."""
+    return {bank_key(i, r): pool_neighbourhood(grid, r) for i, grid in enumerate(taps) for r in neighbourhood}
+
+
+def memory_map(taps: list[torch.Tensor], banks: Mapping[str, MemoryBank], neighbourhood: Sequence[int],
+               size: int) -> torch.Tensor:
+    """N inputs' taps -> per tap the nearest distance to its banks (mean over scales), upsampled to
+    ``size`` and summed over taps: ``[N, size, size]`` (METHOD section 5)."""
+    tokens = memory_tokens(taps, neighbourhood)
+    return sum_over_taps((torch.stack([banks[bank_key(i, r)].distance_grid(tokens[bank_key(i, r)])
+                                       for r in neighbourhood]).mean(0) for i in range(len(taps))), size)

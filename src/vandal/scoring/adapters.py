@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ class TapAdapters(nn.Module):
         self.fc = nn.ModuleList([nn.Linear(int(c), int(embed_dim)) for c in tap_dims])
 
     @classmethod
-    def from_widths(cls, tap_dims: Sequence[int], embed_dim: int) -> "TapAdapters":
+    def from_widths(cls, tap_dims: Sequence[int], embed_dim: int) -> TapAdapters:
         """Adapters for taps of widths ``tap_dims`` into the ``embed_dim`` joint space."""
         return cls(tap_dims, embed_dim)
 
@@ -70,7 +71,7 @@ def zero_shot_maps(adapters: TapAdapters, taps: Sequence[torch.Tensor], text: to
 # ---------------------------------------------------------------------------- metadata
 
 
-def backbone_record(spec: "BackboneSpec") -> dict[str, Any]:
+def backbone_record(spec: BackboneSpec) -> dict[str, Any]:
     """What adapters record about their backbone: enough to refuse a different one."""
     return {"name": spec.name, "kind": spec.kind, "image_size": spec.image_size, "taps": list(spec.taps),
             "tap_dims": list(spec.tap_dims), "embed_dim": spec.embed_dim}
@@ -121,7 +122,7 @@ def _same_backbone_name(a: str, b: str) -> bool:
 
 
 def check_compatible(state: dict[str, torch.Tensor], metadata: dict[str, Any] | None,
-                     spec: "BackboneSpec", where: str) -> None:
+                     spec: BackboneSpec, where: str) -> None:
     """Refuse adapters made for another backbone id/kind, tap set, tap widths or joint width."""
     dims, embed = adapter_widths(state, where)
     if spec.embed_dim is None:
@@ -200,18 +201,16 @@ def read_adapters_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
 
 def save_adapters(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
     """Write ``fc.*`` tensors + the JSON record atomically (a crash never leaves half a file)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from ..atomic import atomic_write_bytes
 
     adapter_widths(state, str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().contiguous().cpu().float() for k, v in state.items()}
-    save_file(tensors, str(staging), metadata={METADATA_KEY: json.dumps(metadata)})
-    os.replace(staging, path)
+    atomic_write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(metadata)}))
 
 
-def adapters_from_state(state: dict[str, torch.Tensor], spec: "BackboneSpec",
+def adapters_from_state(state: dict[str, torch.Tensor], spec: BackboneSpec,
                         metadata: dict[str, Any] | None = None, where: str = "adapters") -> TapAdapters:
     """``fc.*`` state (ours, the authors', or a bundle's) -> :class:`TapAdapters` for ``spec``, checked."""
     check_compatible(state, metadata, spec, where)
@@ -221,7 +220,7 @@ def adapters_from_state(state: dict[str, torch.Tensor], spec: "BackboneSpec",
     return adapters.eval().requires_grad_(False)
 
 
-def load_adapters(path: str | os.PathLike, spec: "BackboneSpec") -> TapAdapters:
+def load_adapters(path: str | os.PathLike, spec: BackboneSpec) -> TapAdapters:
     """Adapters from ``path`` (ours or the authors' release) for the backbone ``spec``.
 
     Raises :class:`IncompatibleAdaptersError` for adapters trained for another backbone, widths or

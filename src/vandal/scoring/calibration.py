@@ -7,7 +7,8 @@ The map is monotonic (rankings and AUROC are unchanged) and has no clipping (no 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -19,19 +20,22 @@ class Calibration:
     """Raw-score thresholds learned from the references.
 
     image_threshold / pixel_threshold: raw values that map to 0.5.
-    image_scores: raw image scores of the calibration views (normal by construction).
+    image_scores / map_maxima: raw image scores and map maxima of the calibration views (normal by
+    construction). method: how they were obtained. scales: per-source scales of mean fusion.
     """
 
     image_threshold: float
     pixel_threshold: float
     image_scores: list[float]
     method: str
+    map_maxima: list[float] = field(default_factory=list)
+    scales: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Calibration":
+    def from_dict(cls, data: dict) -> Calibration:
         return cls(**data)
 
     def image(self, raw: np.ndarray | float) -> np.ndarray | float:
@@ -41,23 +45,25 @@ class Calibration:
         return DECISION_LEVEL * raw / self.pixel_threshold
 
 
-def calibrate(image_scores: np.ndarray, map_maxima: np.ndarray, method: str, margin: float = 1.0) -> Calibration:
+def calibrate(image_scores: Sequence[float], map_maxima: Sequence[float], method: str,
+              margin: float = 1.0) -> Calibration:
     """Thresholds from normal calibration views.
 
     image_scores: ``[N]`` raw image scores of normal views; map_maxima: ``[N]`` their maps' maxima.
     The thresholds sit at the largest normal value (times ``margin``): no reference-like image is
     flagged, and anything scoring above every normal view is.
     """
-    image_scores = np.asarray(image_scores, dtype=np.float64)
-    map_maxima = np.asarray(map_maxima, dtype=np.float64)
-    if image_scores.size == 0 or map_maxima.size == 0:
+    scores = np.asarray(image_scores, dtype=np.float64)
+    maxima = np.asarray(map_maxima, dtype=np.float64)
+    if scores.size == 0 or maxima.size == 0:
         raise ValueError("calibration needs at least one normal view")
     tiny = 1e-6
     return Calibration(
-        image_threshold=float(max(image_scores.max() * margin, tiny)),
-        pixel_threshold=float(max(map_maxima.max() * margin, tiny)),
-        image_scores=[float(s) for s in image_scores],
+        image_threshold=float(max(scores.max() * margin, tiny)),
+        pixel_threshold=float(max(maxima.max() * margin, tiny)),
+        image_scores=[float(s) for s in scores],
         method=method,
+        map_maxima=[float(m) for m in maxima],
     )
 
 

@@ -7,7 +7,7 @@ projected tokens. Everything is computed in float32 whatever the backbone's dtyp
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write_bytes
 from ..backbones.base import Backbone
 from ..scoring.adapters import TapAdapters, adapters_metadata, backbone_record, save_adapters
 from ..scoring.text import TEMPERATURE, text_logits, text_probabilities
@@ -99,15 +101,13 @@ def class_text(backbone: Backbone, class_names: Sequence[str]) -> torch.Tensor:
 
 
 def _save_state(path: Path, adapters: TapAdapters, optimizer: torch.optim.Optimizer, record: dict) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {f"adapters.{k}": v.detach().cpu().contiguous() for k, v in adapters.state_dict().items()}
     for index, slots in optimizer.state_dict()["state"].items():
         for name, value in slots.items():
             tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    staging = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(staging), metadata={STATE_KEY: json.dumps(record)})
-    os.replace(staging, path)
+    atomic_write_bytes(path, save(tensors, metadata={STATE_KEY: json.dumps(record)}))
 
 
 def _load_state(path: Path, adapters: TapAdapters, optimizer: torch.optim.Optimizer,

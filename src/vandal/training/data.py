@@ -15,10 +15,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..backbones.base import Preprocessing
-from ..data.datasets import CategorySplit, Sample, load_mask
+from ..data.datasets import CategorySplit, Sample, load_mask, resize_mask
 from ..data.images import load_image
 from ..data.layout import to_input
-from ..data.datasets import resize_mask
 from .mosaic import group_by_defect, mosaic_2x2, pick_members
 
 Item = tuple[int, ...]  # one sample index, or four (a mosaic)

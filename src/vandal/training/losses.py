@@ -6,7 +6,7 @@ small constants, so trained adapters are comparable with the authors' release.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

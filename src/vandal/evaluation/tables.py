@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write_text
+from .cells import METRIC_KEYS, cell_seeds
+
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("AUROC-segm", "pixel_auroc"), ("F1-max-segm", "pixel_f1max"), ("AP-segm", "pixel_ap"),
     ("PRO-segm", "pixel_aupro"), ("AUROC-cls", "image_auroc"), ("F1-max-cls", "image_f1max"),
@@ -37,8 +40,6 @@ def summarise(runs: list[dict], categories: list[str], shots: list[int], seeds: 
     Only the asked cells count (categories x seeds 0..seeds-1; zero-shot: seed 0). Shot counts
     with no finished cell (zero-shot with a text-free backbone) are left out.
     """
-    from .evaluate import METRIC_KEYS, cell_seeds
-
     by_cell = {(r["category"], r["shots"], r["seed"]): r["metrics"] for r in runs}
     summary: dict[int, dict[str, Any]] = {}
     for k in shots:
@@ -125,9 +126,31 @@ def to_csv(summary: dict[int, dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def write_tables(summary: dict[int, dict[str, Any]], out_dir: Path, config: dict[str, Any]) -> None:
-    """``results.md`` and ``results.csv`` in ``out_dir``."""
-    from .evaluate import write_atomic
+DECISION_COLUMNS = (("defects flagged", "flagged_defects"), ("good flagged", "flagged_good"),
+                    ("F1 at threshold", "f1_at_threshold"))
 
-    write_atomic(Path(out_dir) / "results.md", markdown(summary, config))
-    write_atomic(Path(out_dir) / "results.csv", to_csv(summary))
+
+def decisions_markdown(runs: list[dict], summary: dict[int, dict[str, Any]]) -> str:
+    """The detector's own decisions at its threshold (pred_label), mean over seeds, next to F1-max."""
+    lines = ["### Decisions at the detector's own threshold (pred_label)", "",
+             "| shots | category | defects flagged | good flagged | F1 at threshold | F1-max-cls |",
+             "|---|---|---:|---:|---:|---:|"]
+    for k, block in summary.items():
+        for row in block["rows"]:
+            found = [r["decisions"] for r in runs if r["category"] == row["category"] and r["shots"] == k
+                     and r["seed"] in row["seeds"] and r.get("decisions")]
+            if not found:
+                continue
+            cells = [_pct(_stats([d.get(key) for d in found])[0]) for _, key in DECISION_COLUMNS]
+            lines.append(f"| {k} | {row['category']} | " + " | ".join(cells)
+                         + f" | {_pct(row['mean']['image_f1max'])} |")
+    return "\n".join(lines) + "\n" if len(lines) > 4 else ""
+
+
+def write_tables(summary: dict[int, dict[str, Any]], out_dir: Path, config: dict[str, Any],
+                 runs: list[dict] | None = None) -> None:
+    """``results.md`` (with the decisions table when ``runs`` carry decisions) and ``results.csv``."""
+    text = markdown(summary, config)
+    decisions = decisions_markdown(runs or [], summary)
+    atomic_write_text(Path(out_dir) / "results.md", text + ("\n" + decisions if decisions else ""))
+    atomic_write_text(Path(out_dir) / "results.csv", to_csv(summary))

@@ -1,0 +1,77 @@
+"""Calibration on the references only, so one image's score never depends on another test image.
+
+With two or more references, each of the first :data:`MAX_LOO_REFERENCES` is scored as a test image
+against every source without it (leave-one-out; the references were embedded once, at fit). With
+one, small perturbations of it are scored against the memory. With none (zero-shot, mutual), each
+source gives a decision level of its own. Thresholds are the largest normal score times a margin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+from .memory.augment import augment, calibration_transforms
+from .scoring.calibration import Calibration, calibrate, fixed_calibration
+from .scoring.fusion import ScoredImage, collect, fuse, fusion_scales
+
+if TYPE_CHECKING:
+
+    from .embedding import EmbeddedImage, Embedder
+    from .sources import ScoreSource
+
+MAX_LOO_REFERENCES = 16  # leave-one-out cost grows with k^2; 16 folds are plenty
+# Thresholds = largest normal calibration score x margin. Measured on MVTec bottle (k = 1, 2, 4):
+# normal test images scored up to ~2.7x the perturbed-reference maximum (k = 1) and ~1.2-1.4x the
+# leave-one-out maximum (k >= 2), while defects scored above both margins.
+CALIBRATION_MARGIN = {"leave-one-out": 1.25, "perturbed-reference": 2.5}
+
+
+def left_out(sources: list[ScoreSource], index: int, item: EmbeddedImage, sigma: float) -> ScoredImage:
+    """Reference ``index`` scored by every source as if it had not been given."""
+    return collect(item, [(s, s.score_left_out(index, item)) for s in sources], item.embedder.size, sigma)
+
+
+def _from_scored(sources: list[ScoreSource], scored: list[ScoredImage], method: str) -> Calibration:
+    scales = fusion_scales(scored) if any(s.fusion == "mean" for s in sources) else None
+    fused = [fuse(s, scales) for s in scored]
+    calibration = calibrate([f[1] for f in fused], [float(f[0].amax()) for f in fused], method,
+                            CALIBRATION_MARGIN[method])
+    return replace(calibration, scales=list(scales) if scales else None)
+
+
+def calibrate_sources(sources: list[ScoreSource], embedder: Embedder, sigma: float, references: list[EmbeddedImage],
+                      progress: bool = False) -> Calibration:
+    """The calibration of fitted ``sources`` from their embedded references (smoothing ``sigma``)."""
+    if not references:
+        levels = [s.fixed_levels() for s in sources]
+        if any(level is None for level in levels):
+            raise ValueError("a source that needs references was fitted without any")
+        pixel = sum(level.pixel for level in levels)
+        image = sum(level.image for level in levels) + (pixel if any(s.map_in_image_score for s in sources) else 0.0)
+        return fixed_calibration(image, pixel, " + ".join(level.method for level in levels))
+    if len(references) >= 2:
+        count = min(len(references), MAX_LOO_REFERENCES)
+        scored = [left_out(sources, i, references[i], sigma)
+                  for i in tqdm(range(count), desc="fit: calibrating (leave-one-out)", disable=not progress)]
+        return _from_scored(sources, scored, "leave-one-out")
+    items = [embedder.image(view) for view in augment(references[0].image, calibration_transforms())]
+    scored = [collect(item, [(s, s.score(item)) for s in sources], embedder.size, sigma) for item in items]
+    return _from_scored(sources, scored, "perturbed-reference")
+
+
+def extend_calibration(old: Calibration, sources: list[ScoreSource], sigma: float, items: list[EmbeddedImage],
+                       start: int) -> Calibration:
+    """After ``add_references``: the new references' (numbered from ``start``) leave-one-out scores
+    join the old calibration scores. Old scores were taken against smaller memories, so they can only
+    be larger than they would be now: the thresholds stay conservative. Mean-fusion scales stay."""
+    room = max(0, MAX_LOO_REFERENCES - len(old.image_scores))
+    scored = [left_out(sources, start + j, item, sigma) for j, item in enumerate(items[:max(1, room)])]
+    scales = tuple(old.scales) if old.scales else None
+    fused = [fuse(s, scales) for s in scored]
+    method = "leave-one-out"
+    calibration = calibrate(old.image_scores + [f[1] for f in fused],
+                            old.map_maxima + [float(f[0].amax()) for f in fused], method, CALIBRATION_MARGIN[method])
+    return replace(calibration, scales=old.scales)

@@ -1,0 +1,114 @@
+"""The score-source contract: each scoring method is a small object the detector composes.
+
+A source learns from embedded references one at a time (:meth:`ScoreSource.add`, then
+:meth:`ScoreSource.finish`), scores an embedded image (:meth:`ScoreSource.score`), scores a
+reference as if it had not been given (:meth:`ScoreSource.score_left_out`, for calibration), and
+saves its learned state as tensors plus JSON (:meth:`state_dict`, :meth:`meta`). It never touches
+another source or the detector: the detector embeds each image once, asks every source, fuses the
+maps, smooths and calibrates (:mod:`vandal.scoring.fusion`).
+
+Maps live in one of two spaces (``space``):
+- ``"views"``: ``[V, S, S]`` per view of the image, in backbone-input pixels; the detector sums the
+  view sources, smooths and merges the views back to the original size.
+- ``"image"``: ``[H, W]`` at the original size (object-level sources paste per-object maps), already
+  smoothed; joined to the merged view map by the source's ``fusion`` rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from ..config import DetectorConfig
+    from ..embedding import EmbeddedImage, EmbeddedReference, Embedder
+
+
+@dataclass
+class SourceScore:
+    """One source's answer for one image: its map (in the source's space) and its part of the raw
+    image score (None when the source only contributes through its map)."""
+
+    map: torch.Tensor
+    image_score: float | None = None
+
+
+@dataclass(frozen=True)
+class FixedLevels:
+    """Reference-free calibration: the raw values a source alone would call the decision boundary."""
+
+    image: float  # its part of the image score (0 when it only acts through the map maximum)
+    pixel: float  # its part of the map
+    method: str
+
+
+class ScoreSource:
+    """Base class of every score source (see the module docstring)."""
+
+    name: ClassVar[str]
+    space: ClassVar[str] = "views"
+    map_in_image_score: ClassVar[bool] = True  # the fused map's maximum joins the image score
+    transductive: ClassVar[bool] = False  # scores a whole batch at once (score_batch)
+    uses_objects: ClassVar[bool] = False  # needs the image's segmented objects (a segmenter)
+    fusion: str = "sum"  # image-space sources: how the map joins the view map
+
+    def __init__(self, config: DetectorConfig, embedder: Embedder):
+        self.config = config
+        self.embedder = embedder
+
+    @classmethod
+    def wanted(cls, config: DetectorConfig, has_references: bool) -> bool:
+        """Whether a detector with this config (and references or not) uses this source."""
+        raise NotImplementedError
+
+    def carries_over(self, config: DetectorConfig) -> bool:
+        """Whether what this source learned stays valid when the detector is refitted with ``config``
+        (only state that does not come from the references can)."""
+        return False
+
+    # ------------------------------------------------------------- learning
+    def add(self, reference: EmbeddedReference) -> None:
+        """Learn from one more reference (sources that learn nothing ignore it)."""
+
+    def finish(self) -> bool:
+        """All references added: build what scoring needs. Returns whether the source stays active
+        (e.g. an ``auto`` object bank on single-object references does not)."""
+        return True
+
+    @property
+    def reference_count(self) -> int:
+        return 0
+
+    # ------------------------------------------------------------- scoring
+    def score(self, item: EmbeddedImage) -> SourceScore:
+        raise NotImplementedError
+
+    def score_left_out(self, index: int, item: EmbeddedImage) -> SourceScore:
+        """Score reference ``index`` (``item``) as if it had not been added; sources that do not
+        learn from references score it as any image."""
+        return self.score(item)
+
+    def score_batch(self, items: list[EmbeddedImage]) -> list[SourceScore]:
+        """Transductive sources score a whole batch at once; the others one by one."""
+        return [self.score(item) for item in items]
+
+    def fixed_levels(self) -> FixedLevels | None:
+        """Decision levels with no references to calibrate on (None: the source needs references)."""
+        return None
+
+    # ------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def meta(self) -> dict:
+        """JSON-able state that is not a tensor (counts, decisions)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore what :meth:`state_dict` and :meth:`meta` saved (already checked for shape by the caller)."""
+
+    def expected_state(self, meta: dict) -> dict[str, tuple[int | None, ...]] | None:
+        """Tensor names and shapes (None: any size) a saved state with ``meta`` must hold; None: not checked."""
+        return None
