@@ -100,7 +100,6 @@ def _profile(origin_kib: int) -> StepPeaks:
     import vandal.detector as detector
     import vandal.memory.augment as augment
     import vandal.object_scoring as objects
-    import vandal.outputs as outputs
     import vandal.report as report
     import vandal.scoring.calibration as calibration
 
@@ -112,8 +111,8 @@ def _profile(origin_kib: int) -> StepPeaks:
     steps.wrap(calibration.Calibration, "pixel", "calibration.pixel")
     steps.wrap(detector.Detector, "_prediction", "_prediction (fuse + calibrate + mask)")
     steps.wrap(report, "overlay", "overlay (visualize)")
-    steps.wrap(outputs, "write_png", "write_png")
-    steps.wrap(outputs, "write_npy", "write_npy")
+    steps.wrap(report, "write_png", "write_png (overlay and mask PNG)")
+    steps.wrap(report, "write_npy", "write_npy (float16 map)")
     steps.wrap(augment, "apply_transform", "apply_transform (k=1 calibration views)")
     return steps
 
