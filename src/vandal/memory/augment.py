@@ -88,6 +88,7 @@ def _warp(image: np.ndarray, theta: torch.Tensor) -> np.ndarray:
             grid = base.view(1, -1, 3).bmm(theta.transpose(1, 2)).view(1, bottom - top, width, 2)
             warped = F.grid_sample(plane, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
             out[top:bottom, :, channel] = warped[0, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+        del plane  # before the next channel's float copy exists, not after
     return out
 
 
