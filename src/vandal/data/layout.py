@@ -140,7 +140,7 @@ def _resize_window(grid: torch.Tensor, view: View, height: int, width: int) -> t
     rows = _source_index(grid.shape[0], view_h, ys, ye, grid.device)
     cols = _source_index(grid.shape[1], view_w, xs, xe, grid.device)
     out = torch.empty(ye - ys, xe - xs, dtype=grid.dtype, device=grid.device)
-    step = max(1, (1 << 20) // max(1, xe - xs))
+    step = max(1, (1 << 18) // max(1, xe - xs))  # rows per band: temporaries of ~1 MB
     for top in range(0, ye - ys, step):
         band = slice(top, top + step)
         upper = grid[rows[0][band]]  # [b, S] source rows above and below each output row
