@@ -227,3 +227,19 @@ def test_large_images_convert_in_bands(monkeypatch):
     assert np.array_equal(load_image(rgba), whole)
     assert np.array_equal(load_image(Image.fromarray(rgba, "RGBA").convert("P")), load_image(
         np.asarray(Image.fromarray(rgba, "RGBA").convert("P").convert("RGB"))))
+
+
+def test_skip_unreadable_lists_a_decompression_bomb_with_its_reason(tmp_path, fitted_detector):
+    import csv
+
+    from vandal.report import write_outputs
+
+    bomb = _png_header(tmp_path / "bomb.png", 30000, 30000)
+    good = save(tmp_path / "good.png", np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    report = write_outputs(fitted_detector, [bomb, good], tmp_path / "out", skip_unreadable=True)
+    assert report.skipped == [str(bomb)] and list(report.scores) == [str(good)]
+    with open(tmp_path / "out" / "skipped.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["path"] == str(bomb) and "--max-pixels" in row["reason"]
+    with pytest.raises(UnreadableImageError, match="bomb.png"):
+        write_outputs(fitted_detector, [bomb, good], tmp_path / "stop")
