@@ -73,7 +73,7 @@ def _warn_first_frame(image: Image.Image, source: str) -> None:
             return
         _warned_formats.add(kind)
     warnings.warn(f"{source}: {kind} image with several frames/pages; vandal scores the first one only "
-                  f"(said once for every {kind} file)", MultiFrameWarning, stacklevel=4)
+                  f"(this warning is shown once for all {kind} files)", MultiFrameWarning, stacklevel=4)
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -102,15 +102,39 @@ def _decode_file(path: Path, max_pixels: int | None) -> np.ndarray:
         return pil_to_rgb(upright, str(path))
 
 
-def _bomb_message(path: Path, error: Exception, max_pixels: int | None) -> str:
+def _bomb_message(source: str, error: Exception, max_pixels: int | None) -> str:
     """Pillow's own guard refused the header: the image is above ``2 * PIL.Image.MAX_IMAGE_PIXELS``."""
     found = re.search(r"\((\d+) pixels\)", str(error))
     pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-    limit = "no vandal limit" if max_pixels is None else f"vandal's limit of {max_pixels:,}"
-    return (f"{path}: image of {pixels} refused before decoding (a guard against decompression bombs; "
-            f"{limit}, Pillow's own limit PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} x 2). If the "
-            "image is genuine, raise the limit with --max-pixels (Python: max_pixels=, and set "
+    limit = "no vandal limit" if max_pixels is None else f"vandal's limit is {max_pixels:,}"
+    return (f"{source}: image of {pixels} refused before decoding (a guard against decompression bombs; "
+            f"{limit}, Pillow refuses above 2 x PIL.Image.MAX_IMAGE_PIXELS = {2 * Image.MAX_IMAGE_PIXELS:,}). "
+            "If the image is genuine, raise the limit with --max-pixels (Python: max_pixels=, and set "
             "PIL.Image.MAX_IMAGE_PIXELS = None in your program), or pass --skip-unreadable to skip such files")
+
+
+# Pillow's plugins report malformed files with all of these, depending on where they break (found by
+# tests/test_image_fuzz.py); any of them means "not a decodable image".
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+                  KeyError, struct.error, ZeroDivisionError, OverflowError)
+
+
+def _decode(decode, source: str, max_pixels: int | None) -> np.ndarray:
+    """Run ``decode()``; every way a malformed or oversized image can fail -> UnreadableImageError."""
+    try:
+        return decode()
+    except UnreadableImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise UnreadableImageError(_bomb_message(source, error, max_pixels)) from error
+    except MemoryError as error:
+        raise UnreadableImageError(f"{source}: not enough memory to decode this image; lower --max-pixels "
+                                   "or pass --skip-unreadable") from error
+    except _DECODE_ERRORS as error:
+        raise UnreadableImageError(
+            f"{source}: cannot decode image ({type(error).__name__}: {error}); the file is corrupt, truncated "
+            "or not an image. Replace it, or pass --skip-unreadable to skip such files"
+        ) from error
 
 
 def load_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -124,7 +148,7 @@ def load_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
             _check_pixels(image.shape[1], image.shape[0], max_pixels, "array input")
         return array_to_rgb(image, "array input")
     if isinstance(image, Image.Image):
-        return _pil_input(image, "PIL image input", max_pixels)
+        return _decode(lambda: _pil_input(image, "PIL image input", max_pixels), "PIL image input", max_pixels)
     if not isinstance(image, (str, os.PathLike)):
         raise TypeError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")
     path = Path(image)
@@ -132,23 +156,7 @@ def load_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         raise UnreadableImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise UnreadableImageError(f"{path}: file is empty (0 bytes); replace it or pass --skip-unreadable")
-    try:
-        return _decode_file(path, max_pixels)
-    except UnreadableImageError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise UnreadableImageError(_bomb_message(path, error, max_pixels)) from error
-    except MemoryError as error:
-        raise UnreadableImageError(f"{path}: not enough memory to decode this image; lower --max-pixels "
-                                   "or pass --skip-unreadable") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
-            KeyError, struct.error, ZeroDivisionError, OverflowError) as error:
-        # Pillow's plugins report malformed files with all of these, depending on where they break
-        # (found by tests/test_image_fuzz.py).
-        raise UnreadableImageError(
-            f"{path}: cannot decode image ({type(error).__name__}: {error}); the file is corrupt, truncated "
-            "or not an image. Replace it, or pass --skip-unreadable to skip such files"
-        ) from error
+    return _decode(lambda: _decode_file(path, max_pixels), str(path), max_pixels)
 
 
 def describe(image: ImageInput, index: int) -> str:

@@ -45,7 +45,7 @@ def _to_uint8(values: np.ndarray, source: str, sixteen_bit: bool = False) -> np.
     if kind == "f":
         if not np.isfinite(values).all():
             raise UnreadableImageError(f"{source}: image holds NaN or infinite values; replace them before scoring")
-        low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
         if low < -_HALF_STEP or high > 1.0 + _HALF_STEP:
             raise UnreadableImageError(
                 f"{source}: float pixel values must lie in [0, 1], found values in [{low:g}, {high:g}]; "
