@@ -80,9 +80,9 @@ def test_references_are_embedded_once(textures, monkeypatch):
 
 
 def test_objects_are_segmented_once_per_reference(monkeypatch):
-    from scenes import capsule_scene
-
     from vandal.segmentation import ClassicalSegmenter
+
+    from scenes import capsule_scene
 
     calls = []
     real = ClassicalSegmenter.__call__

@@ -367,3 +367,20 @@ def test_real_bottle_counts() -> None:
     mask = load_mask(bottle.test[0].mask_path or bottle.test[-1].mask_path, size=518)
     assert mask.shape == (518, 518) and mask.any()
     assert list(load_mvtec(REAL_BOTTLE.parent)) == ["bottle"]
+
+
+@pytest.mark.parametrize("escape", ["/etc/passwd", "../outside.png", "candle/../../outside.png",
+                                    "candle\\..\\..\\outside.png", "C:\\data\\x.png", "\\\\server\\share\\x.png"])
+@pytest.mark.parametrize("column", ["image", "mask"])
+def test_visa_paths_stay_inside_the_root(tmp_path: Path, escape: str, column: str) -> None:
+    root = _visa_root(tmp_path)
+    _png(tmp_path / "outside.png")  # exists, so only the confinement can refuse it
+    csv_path = root / "split_csv/1cls.csv"
+    lines = csv_path.read_text().splitlines()
+    fields = lines[5].split(",")  # line 6: the first candle anomaly row (image and mask)
+    fields[3 if column == "image" else 4] = escape
+    lines[5] = ",".join(fields)
+    csv_path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"1cls\.csv line 6, column {column}: path .* leaves the dataset root"):
+        load_visa(root)
+    assert list(load_visa(root, "pcb1")) == ["pcb1"]  # rows of other categories are not read

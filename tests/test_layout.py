@@ -57,3 +57,30 @@ def test_crop_view_pads_with_edges_and_inputs_are_normalised():
     assert crop.shape == (10, 10, 3) and (crop[0] == 255).all()
     views, inputs = image_views(image, 32, PREP, "pad")
     assert inputs.shape == (1, 3, 32, 32) and float(inputs.max()) == pytest.approx(1.0) and float(inputs.min()) == pytest.approx(-1.0)
+
+
+def _merge_by_full_interpolation(maps, views, height, width):
+    """The reference: every view upsampled whole with F.interpolate, cropped, averaged per pixel."""
+    total, count = torch.zeros(height, width), torch.zeros(height, width)
+    for view_map, v in zip(maps, views, strict=True):
+        full = torch.nn.functional.interpolate(view_map[None, None], size=(v.y1 - v.y0, v.x1 - v.x0),
+                                               mode="bilinear", align_corners=False)[0, 0]
+        ys, xs, ye, xe = max(0, v.y0), max(0, v.x0), min(height, v.y1), min(width, v.x1)
+        total[ys:ye, xs:xe] += full[ys - v.y0: ye - v.y0, xs - v.x0: xe - v.x0]
+        count[ys:ye, xs:xe] += 1
+    return total / count.clamp_min(1)
+
+
+@pytest.mark.parametrize("height, width", [(50, 125), (125, 50), (333, 1000), (7, 900), (64, 64)])
+@pytest.mark.parametrize("policy", ["squash", "pad", "tile"])
+def test_merge_matches_whole_view_interpolation(height, width, policy):
+    torch.manual_seed(0)
+    views = plan_views(height, width, policy)
+    maps = torch.rand(len(views), 40, 40) * 10
+    merged, expected = merge_views(maps, views, height, width), _merge_by_full_interpolation(maps, views, height, width)
+    if policy == "pad" and height != width:
+        # Only the window over the image is computed, with F.interpolate's indices and weights:
+        # equal up to float rounding.
+        torch.testing.assert_close(merged, expected, rtol=1e-6, atol=1e-6)
+    else:
+        assert torch.equal(merged, expected)

@@ -1,4 +1,8 @@
-"""Heat-map overlays and mask images as plain uint8 arrays (no plotting library needed)."""
+"""Heat-map overlays and mask images as plain uint8 arrays (no plotting library needed).
+
+Colours are computed over bands of rows, so drawing a map of any size needs only its output
+(3 bytes a pixel, or nothing more when drawn in place) plus a few MB of temporaries.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +13,54 @@ _ANCHORS = np.array([
     [48, 18, 59], [70, 107, 227], [40, 187, 236], [49, 242, 153],
     [162, 252, 60], [237, 208, 58], [251, 128, 34], [208, 47, 5], [122, 4, 3],
 ], dtype=np.float32)
+_BAND_PIXELS = 1 << 17  # pixels per band: the colour formula's temporaries are ~100 bytes a pixel
 
 
-def colormap(values: np.ndarray) -> np.ndarray:
-    """``[H, W]`` floats in [0, 1] -> ``[H, W, 3]`` uint8 colours."""
-    scaled = np.clip(np.nan_to_num(values), 0.0, 1.0) * (len(_ANCHORS) - 1)
+def _band_rows(width: int) -> int:
+    return max(1, _BAND_PIXELS // max(1, width))
+
+
+def _colours(values: np.ndarray) -> np.ndarray:
+    """The colour ramp on one band: floats in [0, 1] -> uint8 colours. NaN is drawn at the top of the
+    scale (the most anomalous colour), never as a quiet "normal"."""
+    scaled = np.clip(np.nan_to_num(values, nan=1.0), 0.0, 1.0) * (len(_ANCHORS) - 1)
     low = np.floor(scaled).astype(int).clip(0, len(_ANCHORS) - 2)
     frac = (scaled - low)[..., None]
     return (_ANCHORS[low] * (1 - frac) + _ANCHORS[low + 1] * frac).round().astype(np.uint8)
 
 
+def colormap(values: np.ndarray) -> np.ndarray:
+    """``[H, W]`` floats in [0, 1] -> ``[H, W, 3]`` uint8 colours (NaN: the top colour)."""
+    out = np.empty((*values.shape, 3), dtype=np.uint8)
+    rows = _band_rows(values.shape[-1] if values.ndim > 1 else 1)
+    for top in range(0, values.shape[0], rows):
+        out[top: top + rows] = _colours(values[top: top + rows])
+    return out
+
+
 def overlay(image: np.ndarray, anomaly_map: np.ndarray, level: float = 0.5, alpha: float = 0.5,
-            mask: np.ndarray | None = None) -> np.ndarray:
+            mask: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Blend a calibrated map onto the image; ``level`` (the decision threshold) maps to mid-scale.
 
     image ``[H, W, 3]`` uint8, anomaly_map ``[H, W]``; the colour scale runs 0 -> 2 x level so
     that the threshold sits in the middle and maps look alike across images. With ``mask``, its
-    outline is drawn in white.
+    outline is drawn in white. ``out`` (``[H, W, 3]`` uint8) receives the result; it may be
+    ``image`` itself, to draw in place when the image is no longer needed (saves 3 bytes a pixel).
     """
-    heat = colormap(anomaly_map / (2.0 * level))
-    blended = (image.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).round().astype(np.uint8)
-    if mask is not None and mask.any():
-        edge = mask & ~_erode(mask)
-        blended[edge] = 255
+    height, width = anomaly_map.shape
+    blended = np.empty_like(image) if out is None else out
+    rows = _band_rows(width)
+    for top in range(0, height, rows):
+        band = slice(top, top + rows)
+        heat = _colours(anomaly_map[band] / (2.0 * level))
+        blended[band] = (image[band].astype(np.float32) * (1 - alpha)
+                         + heat.astype(np.float32) * alpha).round().astype(np.uint8)
+        if mask is not None:
+            # The outline needs one row of context on each side of the band.
+            above, below = min(top, 1), min(height - min(height, top + rows), 1)
+            context = mask[top - above: top + rows + below]
+            edge = (context & ~_erode(context))[above: above + blended[band].shape[0]]
+            blended[band][edge] = 255
     return blended
 
 
@@ -46,4 +75,4 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 
 def mask_image(mask: np.ndarray) -> np.ndarray:
     """bool ``[H, W]`` -> uint8 0/255, what other tools expect of a mask PNG."""
-    return mask.astype(np.uint8) * 255
+    return mask.astype(np.uint8) * np.uint8(255)

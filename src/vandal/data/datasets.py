@@ -4,7 +4,7 @@ Loaders never decode images: they return :class:`Sample` records (path, label, m
 into normal references (``train``) and the test set, one :class:`CategorySplit` per category.
 Layouts: MVTec AD (and any folder in its layout), VisA (``split_csv/1cls.csv``), and a plain
 folder of unlabeled images for prediction (:func:`list_images`). Masks are read by
-:func:`load_mask` as boolean ``[H, W]`` arrays.
+:func:`~vandal.data.masks.load_mask` as boolean ``[H, W]`` arrays.
 
 Errors name the offending path and say how to fix it: a wrong root is the most common mistake.
 """
@@ -15,12 +15,10 @@ import csv
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
-from PIL import Image, UnidentifiedImageError
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .images import IMAGE_EXTENSIONS, is_image_file
+from .masks import load_mask, resize_mask  # noqa: F401 (re-exported: callers import masks from here)
 
 PathLike = str | os.PathLike
 
@@ -225,6 +223,22 @@ _VISA_COLUMNS = ("object", "split", "label", "image", "mask")
 _VISA_LABELS = {"normal": NORMAL, "anomaly": ANOMALOUS}
 
 
+def _inside_root(root: Path, relative: str, where: str) -> Path:
+    """``root / relative`` for a csv path that stays inside ``root``.
+
+    Absolute paths, drive letters and ``..`` (with either separator) are refused: a dataset csv
+    must not reach files elsewhere on the machine. The check is on the text, not on resolved
+    links, so a dataset whose category folders are symlinks elsewhere still loads.
+    """
+    posix, windows = PurePosixPath(relative), PureWindowsPath(relative)
+    if posix.is_absolute() or windows.anchor or ".." in posix.parts or ".." in windows.parts:
+        raise ValueError(
+            f"{where}: path {relative!r} leaves the dataset root {root}; paths in the csv must be relative "
+            "to the root, without '..', a leading '/' or a drive. Fix that row, or move the file under the root."
+        )
+    return root / relative
+
+
 def load_visa(
     root: PathLike,
     categories: str | Iterable[str] | None = None,
@@ -268,7 +282,7 @@ def load_visa(
         label = _VISA_LABELS[row["label"]]
         if row["split"] == "train" and label == ANOMALOUS:
             continue  # references must be anomaly-free
-        image = root / row["image"]
+        image = _inside_root(root, row["image"], f"{csv_path} line {line}, column image")
         if not image.is_file():
             missing.append(image)
         mask = None
@@ -276,7 +290,7 @@ def load_visa(
             if not row["mask"]:
                 unmasked.append(f"line {line} ({row['image']})")
                 continue
-            mask = root / row["mask"]
+            mask = _inside_root(root, row["mask"], f"{csv_path} line {line}, column mask")
             if not mask.is_file():
                 missing.append(mask)
         defect = "anomaly" if label == ANOMALOUS else "good"
@@ -371,39 +385,3 @@ def list_images(
             f"{'' if recursive else '; subfolders are not searched: pass --recursive to include them'})"
         )
     return list(images), ignored
-
-
-# --------------------------------------------------------------------------- masks
-
-
-def load_mask(path: PathLike, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """Ground-truth mask as bool ``[H, W]``: non-zero pixels are anomalous.
-
-    ``size`` (an int for square, or ``(height, width)``) resizes as the papers do: the 0/1 mask
-    bilinearly as float, then ``> 0.5``.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            # "P" keeps palette indices (index 0 = background); alpha is dropped because it is
-            # opaque everywhere and would mark every pixel.
-            bands = im.getbands()
-            if "A" in bands:
-                im = im.convert("RGB" if len(bands) == 4 else "L")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read mask {path}: {err}") from err
-    mask = arr.any(axis=-1) if arr.ndim == 3 else arr != 0
-    return mask if size is None else resize_mask(mask, size)
-
-
-def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """bool ``[h, w]`` -> bool ``[H, W]`` as the papers resize masks: bilinear as 0/1 floats, ``> 0.5``.
-
-    ``size`` is an int for a square, or ``(height, width)``.
-    """
-    height, width = (size, size) if isinstance(size, int) else size
-    if mask.shape == (height, width):
-        return mask.astype(bool)
-    resized = Image.fromarray(mask.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(resized) > 0.5

@@ -1,86 +1,154 @@
 """Decoding images of any kind into RGB uint8 arrays, with errors that name the file.
 
 Boundaries accept paths, PIL images and numpy arrays; everything past here is ``[H, W, 3]`` uint8.
+
+Rules, the same for every kind of input:
+
+- Pixels: the dtype decides the scale (uint8 as is, uint16 / 16-bit files scaled from 0..65535,
+  floats must lie in [0, 1]); alpha is composited on black; see :mod:`vandal.data.pixels`.
+- Size: images above ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 100 megapixels) are
+  refused from the file header, before any pixel is decoded, so a decompression bomb (a 30000 x
+  30000 1-bit PNG is 109 KB on disk) costs no memory. Raise the limit with ``max_pixels=`` (CLI:
+  ``--max-pixels``). Pillow's own limit (``PIL.Image.MAX_IMAGE_PIXELS``) is left as the user set it.
+- Orientation: the EXIF orientation tag is applied, so maps match the image as viewers show it.
+- Frames: animated GIF / PNG / WebP and multi-page TIFF use their first frame; a warning
+  (:class:`MultiFrameWarning`) says so once per process and format, naming the file.
+- Anything that cannot be decoded (corrupt, truncated, empty, too large, unsupported values)
+  raises :class:`UnreadableImageError` naming the file and the fix; non-image Python objects raise
+  ``TypeError``.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import struct
+import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from .pixels import UnreadableImageError, array_to_rgb, pil_to_rgb
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000: about 1.6 GB of working memory at 16 bytes a pixel
+
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageInput", "MultiFrameWarning", "UnreadableImageError",
+           "as_image_list", "decode_ahead", "describe", "is_image_file", "load_image"]
 
 
-class UnreadableImageError(ValueError):
-    """An input that is not a decodable image; the message names the file and what to do."""
+class MultiFrameWarning(UserWarning):
+    """An animated or multi-page image was read; only its first frame is scored."""
+
+
+_warned_formats: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _to_uint8(array: np.ndarray, source: str) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise UnreadableImageError(f"{source}: image holds NaN or infinite values")
-        # Floats are taken as [0, 1] unless they clearly use the 8-bit range.
-        scale = 1.0 if array.max(initial=0.0) <= 1.0 else 1.0 / 255.0
-        return np.clip(np.rint(array * scale * 255.0), 0, 255).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        # 16-bit (and wider) images: scale their full range down to 8 bits.
-        top = 65535.0 if array.max(initial=0) > 255 else 255.0
-        return np.clip(np.rint(array.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
-    raise UnreadableImageError(f"{source}: unsupported pixel type {array.dtype}")
-
-
-def _array_to_rgb(array: np.ndarray, source: str) -> np.ndarray:
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:
-        array = np.repeat(_to_uint8(array, source)[..., None], 3, axis=-1)
-    elif array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = _to_uint8(array[..., :3], source)
-    else:
+def _check_pixels(width: int, height: int, max_pixels: int | None, source: str) -> None:
+    if max_pixels is not None and width * height > max_pixels:
         raise UnreadableImageError(
-            f"{source}: expected an image array of shape [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], "
-            f"got {array.shape}"
-        )
-    if array.shape[0] < 2 or array.shape[1] < 2:
-        raise UnreadableImageError(f"{source}: image is too small ({array.shape[1]}x{array.shape[0]})")
-    return np.ascontiguousarray(array)
+            f"{source}: image is {width}x{height} = {width * height:,} pixels, above the limit of "
+            f"{max_pixels:,} (a guard against decompression bombs and out-of-memory). If the image is "
+            f"genuine, raise the limit: --max-pixels {width * height} (Python: max_pixels=), or "
+            "pass --skip-unreadable to skip such files")
 
 
-def _pil_to_rgb(image: Image.Image, source: str) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _array_to_rgb(np.asarray(image), source)
-    if image.mode == "RGBA" or (image.mode == "P" and "transparency" in image.info) or image.mode == "LA":
-        # Composite on black so transparent padding never reads as texture.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    return _array_to_rgb(np.asarray(image.convert("RGB")), source)
+def _warn_first_frame(image: Image.Image, source: str) -> None:
+    """Once per process and format: say that only the first frame of a multi-frame image is used."""
+    if not getattr(image, "is_animated", False):
+        return
+    kind = image.format or "multi-frame"
+    with _warned_lock:
+        if kind in _warned_formats:
+            return
+        _warned_formats.add(kind)
+    warnings.warn(f"{source}: {kind} image with several frames/pages; vandal scores the first one only "
+                  f"(this warning is shown once for all {kind} files)", MultiFrameWarning, stacklevel=4)
 
 
-def load_image(image: ImageInput) -> np.ndarray:
-    """Any supported input -> ``[H, W, 3]`` uint8 RGB.
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: its EXIF orientation applied (the same image when upright)."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(image)
+    return image
 
-    Grayscale, RGBA, palette and 16-bit images are converted. Corrupt, truncated and empty files
-    raise :class:`UnreadableImageError` naming the file.
+
+def _pil_input(image: Image.Image, source: str, max_pixels: int | None) -> np.ndarray:
+    _check_pixels(*image.size, max_pixels, source)
+    _warn_first_frame(image, source)
+    image.load()
+    return pil_to_rgb(_upright(image), source)
+
+
+def _decode_file(path: Path, max_pixels: int | None) -> np.ndarray:
+    """Open lazily (header only), check the size, then decode the first frame upright."""
+    with Image.open(path) as opened:
+        _check_pixels(*opened.size, max_pixels, str(path))  # before any pixel is decoded
+        _warn_first_frame(opened, str(path))
+        opened.load()  # decode now, so truncation surfaces here and not later
+        upright = _upright(opened)
+        if upright is not opened:
+            opened.close()  # free the stored orientation's pixels before converting the turned copy
+        return pil_to_rgb(upright, str(path))
+
+
+def _bomb_message(source: str, error: Exception, max_pixels: int | None) -> str:
+    """Pillow's own guard refused the header: the image is above ``2 * PIL.Image.MAX_IMAGE_PIXELS``."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    limit = "no vandal limit" if max_pixels is None else f"vandal's limit is {max_pixels:,}"
+    return (f"{source}: image of {pixels} refused before decoding (a guard against decompression bombs; "
+            f"{limit}, Pillow refuses above 2 x PIL.Image.MAX_IMAGE_PIXELS = {2 * Image.MAX_IMAGE_PIXELS:,}). "
+            "If the image is genuine, raise the limit with --max-pixels (Python: max_pixels=, and set "
+            "PIL.Image.MAX_IMAGE_PIXELS = None in your program), or pass --skip-unreadable to skip such files")
+
+
+# Pillow's plugins report malformed files with all of these, depending on where they break (found by
+# tests/test_image_fuzz.py); any of them means "not a decodable image".
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+                  KeyError, struct.error, ZeroDivisionError, OverflowError)
+
+
+def _decode(decode, source: str, max_pixels: int | None) -> np.ndarray:
+    """Run ``decode()``; every way a malformed or oversized image can fail -> UnreadableImageError."""
+    try:
+        return decode()
+    except UnreadableImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise UnreadableImageError(_bomb_message(source, error, max_pixels)) from error
+    except MemoryError as error:
+        raise UnreadableImageError(f"{source}: not enough memory to decode this image; lower --max-pixels "
+                                   "or pass --skip-unreadable") from error
+    except _DECODE_ERRORS as error:
+        raise UnreadableImageError(
+            f"{source}: cannot decode image ({type(error).__name__}: {error}); the file is corrupt, truncated "
+            "or not an image. Replace it, or pass --skip-unreadable to skip such files"
+        ) from error
+
+
+def load_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Any supported input -> ``[H, W, 3]`` uint8 RGB, following the module's rules.
+
+    ``max_pixels``: refuse images with more pixels (``None``: no limit). Corrupt, truncated,
+    empty and oversized files raise :class:`UnreadableImageError` naming the file.
     """
     if isinstance(image, np.ndarray):
-        return _array_to_rgb(image, "array input")
+        if image.ndim >= 2:
+            _check_pixels(image.shape[1], image.shape[0], max_pixels, "array input")
+        return array_to_rgb(image, "array input")
     if isinstance(image, Image.Image):
-        return _pil_to_rgb(image, "PIL image input")
+        return _decode(lambda: _pil_input(image, "PIL image input", max_pixels), "PIL image input", max_pixels)
     if not isinstance(image, (str, os.PathLike)):
         raise TypeError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")
     path = Path(image)
@@ -88,17 +156,7 @@ def load_image(image: ImageInput) -> np.ndarray:
         raise UnreadableImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise UnreadableImageError(f"{path}: file is empty (0 bytes); replace it or pass --skip-unreadable")
-    try:
-        with Image.open(path) as opened:
-            opened.load()  # decode now, so truncation surfaces here and not later
-            return _pil_to_rgb(opened, str(path))
-    except UnreadableImageError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UnreadableImageError(
-            f"{path}: cannot decode image ({error}); the file is corrupt, truncated or not an image. "
-            "Replace it, or pass --skip-unreadable to skip such files"
-        ) from error
+    return _decode(lambda: _decode_file(path, max_pixels), str(path), max_pixels)
 
 
 def describe(image: ImageInput, index: int) -> str:
@@ -108,19 +166,20 @@ def describe(image: ImageInput, index: int) -> str:
     return f"<{type(image).__name__} #{index}>"
 
 
-def decode_ahead(inputs: Iterable[ImageInput]) -> Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError]]:
+def decode_ahead(inputs: Iterable[ImageInput], max_pixels: int | None = DEFAULT_MAX_PIXELS
+                 ) -> Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError]]:
     """Decode inputs in a background thread, one ahead of the consumer.
 
     PIL releases the GIL while decoding, so the next file decodes while the backbone runs on the
     current one: decoding a 900 x 900 PNG takes about 20 ms, two thirds of an EfficientNet-Lite2
     forward at 320 on 2 cores, and would otherwise add straight to predict time.
-    Yields ``(input, array or the error)`` in input order.
+    Yields ``(input, array or the error)`` in input order; ``max_pixels`` as in :func:`load_image`.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     def decode(item: ImageInput) -> np.ndarray | UnreadableImageError:
         try:
-            return load_image(item)
+            return load_image(item, max_pixels)
         except UnreadableImageError as error:
             return error
 

@@ -89,22 +89,63 @@ def image_views(image: np.ndarray, size: int, prep: Preprocessing, policy: str) 
 def merge_views(maps: torch.Tensor, views: list[View], height: int, width: int) -> torch.Tensor:
     """Per-view maps ``[V, S, S]`` -> one ``[height, width]`` map at the original size.
 
-    Overlapping views are averaged; padding outside the image is dropped.
+    Overlapping views are averaged; padding outside the image is dropped. Memory: the output
+    (4 bytes a pixel) plus at most one tile; a padded view is upsampled only where it meets the image.
     """
-    if len(views) == 1 and views[0] == View(0, 0, width, height):
-        return _resize(maps[0], height, width)
+    if len(views) == 1:
+        return _resize_window(maps[0], views[0], height, width)
     total = torch.zeros(height, width, dtype=maps.dtype, device=maps.device)
-    count = torch.zeros(height, width, dtype=maps.dtype, device=maps.device)
-    for view_map, view in zip(maps, views):
-        full = _resize(view_map, view.y1 - view.y0, view.x1 - view.x0)
+    # Views (tiles) run along one axis, so the overlap count is a function of that axis alone.
+    count_y = torch.zeros(height, 1, dtype=maps.dtype, device=maps.device)
+    count_x = torch.zeros(1, width, dtype=maps.dtype, device=maps.device)
+    for view_map, view in zip(maps, views, strict=True):
         ys, xs = max(0, view.y0), max(0, view.x0)
         ye, xe = min(height, view.y1), min(width, view.x1)
-        total[ys:ye, xs:xe] += full[ys - view.y0: ye - view.y0, xs - view.x0: xe - view.x0]
-        count[ys:ye, xs:xe] += 1
-    return total / count.clamp_min(1)
+        total[ys:ye, xs:xe] += _resize_window(view_map, view, height, width)
+        count_y[ys:ye] += 1
+        count_x[:, xs:xe] += 1
+    tiled_along_x = bool((count_y == len(views)).all())
+    return total.div_((count_x if tiled_along_x else count_y).clamp_min(1))
 
 
 def _resize(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if grid.shape == (height, width):
         return grid
     return F.interpolate(grid[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+
+
+def _source_index(size_in: int, size_out: int, start: int, stop: int, device) -> tuple[torch.Tensor, ...]:
+    """PyTorch's bilinear (align_corners=False) source indices and weights for outputs start..stop-1."""
+    scale = torch.tensor(size_in, dtype=torch.float32) / size_out  # a float32 scale, as ATen's
+    # scale * (i + 0.5) - 0.5 rounded once to float32 (ATen's fused multiply-add): exact in float64 first.
+    source = (scale.double() * (torch.arange(start, stop, dtype=torch.float64) + 0.5) - 0.5).float().clamp_min(0)
+    low = source.floor().long().clamp_max(size_in - 1)
+    weight = (source - low).clamp(0, 1)
+    high = (low + 1).clamp_max(size_in - 1)
+    return low.to(device), high.to(device), (1 - weight).to(device), weight.to(device)
+
+
+def _resize_window(grid: torch.Tensor, view: View, height: int, width: int) -> torch.Tensor:
+    """``grid`` ``[S, S]`` upsampled bilinearly to the view's size, only the part inside the image.
+
+    A view inside the image is one ``F.interpolate``; a padded one (larger than the image) is
+    evaluated on the image's window only, with F.interpolate's indices and weights (equal to it
+    up to float rounding), so padding never costs memory.
+    """
+    view_h, view_w = view.y1 - view.y0, view.x1 - view.x0
+    ys, xs = max(0, view.y0) - view.y0, max(0, view.x0) - view.x0
+    ye, xe = min(height, view.y1) - view.y0, min(width, view.x1) - view.x0
+    if (ys, xs, ye, xe) == (0, 0, view_h, view_w):
+        return _resize(grid, view_h, view_w)
+    rows = _source_index(grid.shape[0], view_h, ys, ye, grid.device)
+    cols = _source_index(grid.shape[1], view_w, xs, xe, grid.device)
+    out = torch.empty(ye - ys, xe - xs, dtype=grid.dtype, device=grid.device)
+    step = max(1, (1 << 18) // max(1, xe - xs))  # rows per band: temporaries of ~1 MB
+    for top in range(0, ye - ys, step):
+        band = slice(top, top + step)
+        upper = grid[rows[0][band]]  # [b, S] source rows above and below each output row
+        lower = grid[rows[1][band]]
+        upper = upper[:, cols[0]] * cols[2] + upper[:, cols[1]] * cols[3]
+        lower = lower[:, cols[0]] * cols[2] + lower[:, cols[1]] * cols[3]
+        out[band] = upper * rows[2][band, None] + lower * rows[3][band, None]
+    return out

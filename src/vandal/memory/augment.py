@@ -7,6 +7,7 @@ translations by +-10% of the side and horizontal / vertical flips: 11 views a sh
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,41 @@ def calibration_transforms() -> list[Transform]:
             Transform(shift_x=-0.03, shift_y=-0.03)]
 
 
+WARP_BAND_BYTES = 1 << 22  # sampling grids are built in bands of rows of about this size
+
+
+def _base_coordinates(n: int) -> torch.Tensor:
+    """Normalised pixel centres along one axis, exactly as ``F.affine_grid(align_corners=False)``."""
+    if n <= 1:
+        return torch.zeros(max(n, 1))
+    return torch.linspace(-1, 1, n, dtype=torch.float32) * (n - 1) / n
+
+
+def _warp(image: np.ndarray, theta: torch.Tensor) -> np.ndarray:
+    """``[H, W, 3]`` uint8 warped by the affine ``theta`` ``[1, 2, 3]`` (bilinear, reflection padding).
+
+    Equal to ``grid_sample(image, affine_grid(theta))`` on the whole image, but one channel at a time
+    and over bands of output rows: about 5 bytes per pixel of working memory instead of ~40 (a float
+    copy of the image, a full sampling grid, the float output and its rounding).
+    """
+    height, width = image.shape[:2]
+    xs, ys = _base_coordinates(width), _base_coordinates(height)
+    rows = max(1, WARP_BAND_BYTES // (width * 8))
+    out = np.empty_like(image)
+    for channel in range(image.shape[2]):
+        plane = torch.from_numpy(np.ascontiguousarray(image[..., channel])).float()[None, None]
+        for top in range(0, height, rows):
+            bottom = min(height, top + rows)
+            base = torch.empty(bottom - top, width, 3)
+            base[..., 0], base[..., 1], base[..., 2] = xs, ys[top:bottom, None], 1.0
+            # The same product affine_grid computes, so the grid is bit-identical to the whole image's.
+            grid = base.view(1, -1, 3).bmm(theta.transpose(1, 2)).view(1, bottom - top, width, 2)
+            warped = F.grid_sample(plane, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            out[top:bottom, :, channel] = warped[0, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+        del plane  # before the next channel's float copy exists, not after
+    return out
+
+
 def apply_transform(image: np.ndarray, transform: Transform) -> np.ndarray:
     """``[H, W, 3]`` uint8 -> the transformed view, same size, reflection padding."""
     if transform == Transform():
@@ -67,18 +103,16 @@ def apply_transform(image: np.ndarray, transform: Transform) -> np.ndarray:
         out = out[::-1]
     if transform.angle or transform.shift_x or transform.shift_y:
         height, width = out.shape[:2]
-        tensor = torch.from_numpy(out.copy()).permute(2, 0, 1)[None].float()
         cos, sin = math.cos(transform.angle), math.sin(transform.angle)
         # affine_grid works in normalised [-1, 1] coordinates; correct the rotation for aspect.
         aspect = width / height
         theta = torch.tensor([[cos, -sin / aspect, -2 * transform.shift_x],
                               [sin * aspect, cos, -2 * transform.shift_y]], dtype=torch.float32)[None]
-        grid = F.affine_grid(theta, list(tensor.shape), align_corners=False)
-        warped = F.grid_sample(tensor, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        out = warped[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+        return _warp(out, theta)
     return np.ascontiguousarray(out)
 
 
-def augment(image: np.ndarray, transforms: list[Transform]) -> list[np.ndarray]:
-    """One image -> one view per transform."""
-    return [apply_transform(image, t) for t in transforms]
+def augment(image: np.ndarray, transforms: list[Transform]) -> Iterator[np.ndarray]:
+    """One image -> one view per transform, made lazily (one full-size view at a time)."""
+    for transform in transforms:
+        yield apply_transform(image, transform)
