@@ -76,3 +76,15 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 def mask_image(mask: np.ndarray) -> np.ndarray:
     """bool ``[H, W]`` -> uint8 0/255, what other tools expect of a mask PNG."""
     return mask.astype(np.uint8) * np.uint8(255)
+
+
+def map_image(anomaly_map: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """A calibrated ``[H, W]`` map -> ``[H, W]`` uint8 on the overlays' scale: 0 -> 0, ``2 x level``
+    (the top colour of :func:`overlay`) and above -> 255, so the threshold sits at 128. NaN -> 255,
+    drawn as anomalous like the colour ramp does."""
+    out = np.empty(anomaly_map.shape, dtype=np.uint8)
+    rows = _band_rows(anomaly_map.shape[-1] if anomaly_map.ndim > 1 else 1)
+    for top in range(0, anomaly_map.shape[0], rows):
+        band = np.nan_to_num(anomaly_map[top: top + rows].astype(np.float32) / (2.0 * level), nan=1.0)
+        out[top: top + rows] = (np.clip(band, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return out

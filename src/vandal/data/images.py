@@ -20,6 +20,7 @@ Rules, the same for every kind of input:
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -27,6 +28,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -39,7 +41,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000: about 1.6 GB of working memory at 16 bytes a pixel
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageInput", "MultiFrameWarning", "UnreadableImageError",
-           "as_image_list", "decode_ahead", "describe", "is_image_file", "load_image"]
+           "as_image_list", "decode_ahead", "describe", "is_image_file", "load_image", "load_image_bytes"]
 
 
 class MultiFrameWarning(UserWarning):
@@ -90,16 +92,17 @@ def _pil_input(image: Image.Image, source: str, max_pixels: int | None) -> np.nd
     return pil_to_rgb(_upright(image), source)
 
 
-def _decode_file(path: Path, max_pixels: int | None) -> np.ndarray:
+def _decode_file(path: Path | IO[bytes], max_pixels: int | None, source: str | None = None) -> np.ndarray:
     """Open lazily (header only), check the size, then decode the first frame upright."""
+    source = str(path) if source is None else source
     with Image.open(path) as opened:
-        _check_pixels(*opened.size, max_pixels, str(path))  # before any pixel is decoded
-        _warn_first_frame(opened, str(path))
+        _check_pixels(*opened.size, max_pixels, source)  # before any pixel is decoded
+        _warn_first_frame(opened, source)
         opened.load()  # decode now, so truncation surfaces here and not later
         upright = _upright(opened)
         if upright is not opened:
             opened.close()  # free the stored orientation's pixels before converting the turned copy
-        return pil_to_rgb(upright, str(path))
+        return pil_to_rgb(upright, source)
 
 
 def _bomb_message(source: str, error: Exception, max_pixels: int | None) -> str:
@@ -157,6 +160,25 @@ def load_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     if path.stat().st_size == 0:
         raise UnreadableImageError(f"{path}: file is empty (0 bytes); replace it or pass --skip-unreadable")
     return _decode(lambda: _decode_file(path, max_pixels), str(path), max_pixels)
+
+
+class _NamedBytes(io.BytesIO):
+    """An in-memory file that Pillow's messages call by its name (not ``<_io.BytesIO object at ...>``)."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self._name = name
+
+    def __repr__(self) -> str:
+        return repr(self._name)
+
+
+def load_image_bytes(data: bytes, source: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An encoded image held in memory (an upload) -> ``[H, W, 3]`` uint8, by the rules of
+    :func:`load_image`; errors name ``source`` (the upload's file name)."""
+    if not data:
+        raise UnreadableImageError(f"{source}: file is empty (0 bytes); send the image itself")
+    return _decode(lambda: _decode_file(_NamedBytes(data, source), max_pixels, source), source, max_pixels)
 
 
 def describe(image: ImageInput, index: int) -> str:
