@@ -1,0 +1,60 @@
+"""The service's settings (one frozen dataclass, filled by ``vandal serve``'s options) and where
+models live by default."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.images import DEFAULT_MAX_PIXELS
+
+MB = 1 << 20
+
+
+def default_models_dir() -> Path:
+    """A per-user data folder: ``$VANDAL_MODELS``, else the platform's (XDG on Linux) ``vandal/models``."""
+    if os.environ.get("VANDAL_MODELS"):
+        return Path(os.environ["VANDAL_MODELS"]).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "vandal" / "models"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """models: folder of named bundles; device: where detectors run; max_upload_mb: per uploaded
+    file; max_request_mb: per request body; max_files: files per request; max_pixels: per decoded
+    image (decompression bombs); cache_size: detectors kept loaded (LRU); queue_size: heavy
+    requests (fit, references, predict) admitted at once, beyond which the answer is 503."""
+
+    models: Path = field(default_factory=default_models_dir)
+    device: str = "auto"
+    max_upload_mb: float = 50.0
+    max_request_mb: float = 512.0
+    max_files: int = 64
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    cache_size: int = 4
+    queue_size: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", Path(self.models).expanduser())
+        for name in ("max_upload_mb", "max_request_mb", "max_files", "cache_size", "queue_size"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive (or None: no limit), got {self.max_pixels!r}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MB)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * MB)

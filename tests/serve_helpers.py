@@ -1,0 +1,74 @@
+"""Helpers for the service tests: a real uvicorn server in a thread, PNG bytes, multipart parts."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CHROMIUM = os.environ.get("VANDAL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+FIT_SETTINGS = '{"image_size": 64}'  # tiny fits: the real backbone at 64 px
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def parts(named: list[tuple[str, bytes]]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """``[(file name, bytes)]`` -> the ``files=`` of httpx / TestClient, one ``files`` field each."""
+    return [("files", (name, data, "image/png")) for name, data in named]
+
+
+def bomb_png(side: int = 20000) -> bytes:
+    """A 1-bit PNG of ``side`` x ``side`` pixels, a few KB on disk: a decompression bomb above the pixel limit."""
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free local port in a background thread -> its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def save_pngs(folder: Path, images: dict[str, np.ndarray]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, image in images.items():
+        Image.fromarray(image).save(folder / name)
+        paths.append(folder / name)
+    return paths
