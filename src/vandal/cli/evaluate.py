@@ -102,4 +102,4 @@ def evaluate(dataset: str, root: Path, out: Path, categories: str | None, shots:
         click.echo((out / "results.md").read_text())
     else:
         echo("no cell could be run (see the messages above)")
-    echo(f"results in {out}/: results.json, results.md, results.csv")
+    echo(f"results in {out}/: results.json, results.md, results.csv, report.html")

@@ -40,12 +40,13 @@ def _saved_detector(model: Path, options: dict, device: str):
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--save-maps", is_flag=True, help="Also save float16 .npy anomaly maps.")
 @click.option("--zero-shot", is_flag=True, help="No references: text prompts (CLIP) or --mutual comparison.")
+@click.option("--report", is_flag=True, help="Also write report.html: summary, flagged images first, thumbnails.")
 @recursive_option
 @skip_option
 @device_option
 @config_options
 @user_errors
-def predict(inputs: tuple[Path, ...], out: Path, save_maps: bool, zero_shot: bool, recursive: bool,
+def predict(inputs: tuple[Path, ...], out: Path, save_maps: bool, zero_shot: bool, report: bool, recursive: bool,
             skip_unreadable: bool, device: str, **kwargs) -> None:
     options = pop_config(kwargs)
     if zero_shot:
@@ -58,3 +59,7 @@ def predict(inputs: tuple[Path, ...], out: Path, save_maps: bool, zero_shot: boo
     from ..report import write_outputs
 
     echo(write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable).summary)
+    if report:
+        from ..html_report import write_prediction_report
+
+        echo(f"report: {write_prediction_report(out, detector, None if zero_shot else str(inputs[0]))}")

@@ -67,8 +67,9 @@ class CellDetectors:
 
 
 def run_cell(config: EvalConfig, split: CategorySplit, shots: int, seed: int, masks: MaskCache,
-             detectors: CellDetectors, progress: bool = True) -> dict[str, Any]:
-    """Fit, predict the test set, score: one ``runs`` entry."""
+             detectors: CellDetectors, progress: bool = True, details: Callable | None = None) -> dict[str, Any]:
+    """Fit, predict the test set, score: one ``runs`` entry. ``details(split, shots, seed, accumulator)``
+    may look at the predictions before they are dropped (the HTML report's curves and misses)."""
     from ..data.images import load_image
     from ..data.sampling import sample_shots
 
@@ -81,6 +82,8 @@ def run_cell(config: EvalConfig, split: CategorySplit, shots: int, seed: int, ma
     for sample in tqdm(split.test, desc=desc, unit="img", leave=False, disable=not progress):
         acc.add(sample, detector.predict_image(load_image(sample.path), str(sample.path), grid=grid))
     metrics = acc.metrics(config.transductive and shots > 0, config.legacy_pro)
+    if details is not None:
+        details(split, shots, seed, acc)
     return {
         "category": split.category, "shots": shots, "seed": seed,
         "files": [str(s.path) for s in references],
@@ -106,6 +109,8 @@ def evaluate(config: EvalConfig, out_dir: str | os.PathLike, restart: bool = Fal
 
     Returns the results document (the contents of ``results.json``).
     """
+    from .report_cells import CellDetails
+    from .report_html import write_evaluation_report
     from .tables import summarise, write_tables
 
     config.check()
@@ -135,15 +140,17 @@ def evaluate(config: EvalConfig, out_dir: str | os.PathLike, restart: bool = Fal
         mean = {str(k): v["mean"] for k, v in summary.items()}
         store.save(mean)
         write_tables(summary, out_dir, store.config, list(store.runs.values()))
+        write_evaluation_report(out_dir, summary, store.config, list(store.runs.values()))
         return store.document(mean)
 
     detectors = CellDetectors(config)
+    details = CellDetails(out_dir, config)  # the HTML report's curves and worst misses
     bar = tqdm(total=len(pending), desc="cells", unit="cell", disable=not progress)
     for category in splits:
         cells = [(k, s) for c, k, s in pending if c == category]
         masks = MaskCache(config.protocol)  # one category in memory at a time
         for k, seed in cells:
-            store.add(run_cell(config, splits[category], k, seed, masks, detectors, progress))
+            store.add(run_cell(config, splits[category], k, seed, masks, detectors, progress, details))
             save()
             bar.update()
     bar.close()
