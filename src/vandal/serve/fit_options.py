@@ -20,11 +20,11 @@ SERVER_FILES = ("text.adapters",)
 
 
 def looks_like_path(value: str) -> bool:
-    """Absolute, home-relative, climbing or backslashed names, or anything that exists on this machine."""
+    """Absolute, home-relative, climbing, backslashed or unprintable names, or anything that exists here."""
     if not value:
         return False
     if value.startswith(("/", "~", ".")) or "\\" in value or ".." in PurePosixPath(value).parts \
-            or PureWindowsPath(value).is_absolute():
+            or PureWindowsPath(value).is_absolute() or not value.isprintable():
         return True
     try:
         return Path(value).exists()

@@ -1,0 +1,202 @@
+"""`vandal serve` under load: N concurrent clients scoring bottle images, against in-process predict.
+
+    python benchmarks/bench_serve.py [--clients 4] [--shots 4] [--rounds 3] [--device cpu] [--bottle DIR]
+
+Starts `vandal serve` in its own process (so its memory is its own), creates a model from
+``--shots`` MVTec bottle train/good images over HTTP, then N client threads post the bottle test
+images one per request (with every PNG, as the page asks, and again with scores only). Prints
+throughput (images/s), client-side p50/p95 latency, failures, the server's RSS (peak and after),
+and the throughput relative to in-process ``Detector.predict`` on the same files (target >= 0.8),
+measured back to back in each round (medians over rounds: the machine may be shared).
+Synthetic 900 x 900 images stand in when the bottle data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+BOTTLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad" / "bottle"
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def images(bottle: Path, shots: int) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], str]:
+    """(references, test images) as (name, PNG bytes), and where they came from."""
+    if bottle.is_dir():
+        train = sorted((bottle / "train" / "good").glob("*.png"))[:shots]
+        test = sorted((bottle / "test").rglob("*.png"))
+        read = lambda paths: [(f"{p.parent.name}/{p.name}", p.read_bytes()) for p in paths]  # noqa: E731
+        return read(train), read(test), f"MVTec bottle ({len(test)} test images, 900 x 900)"
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def png(i: int) -> tuple[str, bytes]:
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (900, 900, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        return f"synthetic{i}.png", buffer.getvalue()
+
+    return [png(i) for i in range(shots)], [png(100 + i) for i in range(40)], "synthetic 900 x 900"
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) of a process, MB (Linux)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def start_server(models: Path, port: int, device: str, clients: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = [sys.executable, "-m", "vandal.cli.main", "serve", "--models", str(models), "--port", str(port),
+               "--device", device, "--log-level", "warning", "--queue-size", str(max(16, 2 * clients))]
+    return subprocess.Popen(command, env=env)
+
+
+def wait_ready(httpx, url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("vandal serve exited")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise SystemExit("vandal serve did not start")
+
+
+def load(httpx, url: str, tests: list[tuple[str, bytes]], clients: int, include: str | None,
+         repeat: int) -> dict[str, float]:
+    """Every test image posted once per repeat by ``clients`` threads -> throughput and latencies."""
+    work = tests * repeat
+    query = "" if include is None else f"?include={include}"
+    latencies, failures, lock = [], [], threading.Lock()
+    queue = iter(range(len(work)))
+
+    def client() -> None:
+        with httpx.Client(timeout=300) as session:
+            while True:
+                with lock:
+                    index = next(queue, None)
+                if index is None:
+                    return
+                name, data = work[index]
+                start = time.perf_counter()
+                try:
+                    answer = session.post(f"{url}/models/bench/predict{query}",
+                                          files=[("files", (name, data, "image/png"))])
+                    failure = None if answer.status_code == 200 else f"{answer.status_code} {answer.text[:120]}"
+                except httpx.HTTPError as error:
+                    failure = f"{type(error).__name__}: {error}"
+                seconds = time.perf_counter() - start
+                with lock:
+                    latencies.append(seconds)
+                    if failure:
+                        failures.append(f"{name}: {failure}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for _ in range(clients):
+            pool.submit(client)
+    wall = time.perf_counter() - start
+    for failure in failures[:5]:
+        print(f"  failure: {failure}")
+    return {"images": len(work), "seconds": wall, "throughput": len(work) / wall,
+            "p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95)),
+            "failures": len(failures)}
+
+
+class InProcess:
+    """``Detector.predict`` on the same files in this process (decoding included, as the server's)."""
+
+    def __init__(self, models: Path, tests: list[tuple[str, bytes]], device: str, folder: Path):
+        from vandal.detector import Detector
+
+        self.paths = []
+        for i, (_, data) in enumerate(tests):
+            self.paths.append(folder / f"{i:04d}.png")
+            self.paths[-1].write_bytes(data)
+        self.detector = Detector.load(str(models / "bench"), device=device, progress=False)
+        self.detector.predict(self.paths[:2])  # warm-up
+
+    def throughput(self, repeat: int) -> float:
+        start = time.perf_counter()
+        for _ in range(repeat):
+            self.detector.predict(self.paths)
+        return len(self.paths) * repeat / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--shots", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=1, help="Passes over the test images per measurement.")
+    parser.add_argument("--rounds", type=int, default=3, help="In-process / server measurements, interleaved.")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bottle", type=Path, default=BOTTLE, help="MVTec AD bottle folder.")
+    parser.add_argument("--n", type=int, default=None, help="Only the first N test images (default: all).")
+    args = parser.parse_args()
+    import httpx
+    import torch
+
+    references, tests, source = images(args.bottle, args.shots)
+    tests = tests[: args.n] if args.n else tests
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; images: {source}; "
+          f"{args.clients} clients, one image per request")
+    url = f"http://127.0.0.1:{args.port}"
+    # The machine may be shared: each round measures in-process predict and the server back to back,
+    # so a round's ratio compares the two under the same load; the median over rounds is reported.
+    runs: dict[str, list[dict]] = {"all PNGs": [], "scores only": []}
+    baselines = []
+    with tempfile.TemporaryDirectory() as folder:
+        models = Path(folder) / "models"
+        server = start_server(models, args.port, args.device, args.clients)
+        try:
+            wait_ready(httpx, url, server)
+            start = time.perf_counter()
+            created = httpx.post(f"{url}/models/bench", timeout=600,
+                                 files=[("files", (name, data, "image/png")) for name, data in references])
+            created.raise_for_status()
+            print(f"create (fit {len(references)} references over HTTP): {time.perf_counter() - start:.2f} s; "
+                  f"server RSS {rss_mb(server.pid)['VmRSS']:.0f} MB")
+            load(httpx, url, tests[:4], 2, None, 1)  # warm-up: model loaded, threads started
+            local = InProcess(models, tests, args.device, Path(folder))
+            for round_ in range(args.rounds):
+                baselines.append(local.throughput(args.repeat))
+                line = [f"round {round_ + 1}: in-process {baselines[-1]:.2f} img/s"]
+                for label, include in (("all PNGs", None), ("scores only", "")):
+                    r = load(httpx, url, tests, args.clients, include, args.repeat)
+                    r.update(rss_mb(server.pid), ratio=r["throughput"] / baselines[-1])
+                    runs[label].append(r)
+                    line.append(f"serve {label} {r['throughput']:.2f} img/s (x{r['ratio']:.2f}), p50 "
+                                f"{r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms, {r['failures']} failed")
+                print("; ".join(line))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print(f"in-process Detector.predict: median {np.median(baselines):.2f} img/s over {args.rounds} round(s)")
+    for label, rounds in runs.items():
+        med = {key: float(np.median([r[key] for r in rounds])) for key in ("throughput", "p50", "p95", "ratio")}
+        print(f"serve, {label}: median {med['throughput']:.2f} img/s, p50 {med['p50'] * 1000:.0f} ms, p95 "
+              f"{med['p95'] * 1000:.0f} ms, failures {sum(r['failures'] for r in rounds)}, server RSS "
+              f"{rounds[-1]['VmRSS']:.0f} MB (peak {max(r['VmHWM'] for r in rounds):.0f} MB); "
+              f"serve/in-process {med['ratio']:.2f} (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
