@@ -238,6 +238,19 @@ def test_bad_fit_options_are_422_naming_the_field(service, images, form, words):
     assert not (models / "options").exists()
 
 
+def test_folders_that_are_not_bundles_are_never_replaced(service, images):
+    client, models, _ = service
+    (models / "notes").mkdir()
+    (models / "notes" / "mine.txt").write_text("a user's file")
+    refs = parts(list(images["references"].items())[:1])
+    for query in ("", "?overwrite=true"):
+        answer = client.post(f"/models/notes{query}", files=refs, data={"settings": FIT_SETTINGS})
+        assert answer.status_code == 409 and "not a model bundle" in answer.json()["detail"]
+    assert client.delete("/models/notes").status_code == 404
+    assert (models / "notes" / "mine.txt").read_text() == "a user's file"
+    assert "notes" not in [m["name"] for m in client.get("/models").json()["models"]]
+
+
 def test_a_failed_fit_keeps_nothing(service, images):
     client, models, _ = service
     answer = client.post("/models/failing", files=parts(list(images["references"].items())[:1]),

@@ -159,6 +159,9 @@ class ModelStore:
 
         path = self.path(name)
         with self.lock(name):
+            if path.exists() and not is_bundle(path):
+                raise ServiceError(409, f"{name!r} is a folder in the models folder that is not a model bundle; "
+                                        "it is never replaced: choose another name")
             if path.exists() and not overwrite:
                 raise ServiceError(409, f"model {name!r} exists; DELETE /models/{name} first, or POST with "
                                         "?overwrite=true to replace it")
@@ -225,7 +228,7 @@ class ModelStore:
                     detector.set_params(**given)
                 predictions = detector.predict(list(images))
                 level = detector.config.post.pixel_threshold
-            except ConfigError as error:
+            except ValueError as error:  # bad thresholds (ConfigError), or images this model cannot score
                 raise ServiceError(422, str(error)) from error
             finally:
                 if given:
