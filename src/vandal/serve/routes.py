@@ -24,16 +24,23 @@ from .uploads import decode_uploads, read_uploads
 Run = Callable[..., Awaitable[Any]]  # runs a blocking function in a worker thread
 
 NAME_HELP = "Model name: 1-64 of A-Z a-z 0-9 _ . - (not starting with a dot)."
+FILES_HELP = "Image files (PNG, JPEG, BMP, TIFF, WebP, GIF); repeat the field for several."
 
 
 def add_model_routes(app: FastAPI, store: ModelStore, options: ServeSettings, metrics: Metrics, run: Run) -> None:
     """Register the endpoints on ``app`` itself (not through an included router, so every route is a
     plain one whose template the metrics can name even for requests answered before routing)."""
-    files_help = "Image files (PNG, JPEG, BMP, TIFF, WebP, GIF); repeat the field for several."
 
     async def decoded(files: list[UploadFile], skip_unreadable: bool = False) -> tuple[list, list]:
         uploads = await read_uploads(files, options)
         return await run(decode_uploads, uploads, options.max_pixels, skip_unreadable)
+
+    add_admin_routes(app, store, run, decoded)
+    add_predict_route(app, store, metrics, run, decoded)
+
+
+def add_admin_routes(app: FastAPI, store: ModelStore, run: Run, decoded: Callable) -> None:
+    """List, read, create, grow and delete models."""
 
     @app.get("/models", tags=["models"], summary="List the models", responses=documented(ModelList))
     async def list_models() -> dict:
@@ -48,7 +55,7 @@ def add_model_routes(app: FastAPI, store: ModelStore, options: ServeSettings, me
               responses=documented(ModelSummary, 409, 413, 422, 503, status=201))
     async def create_model(
         name: str = PathParam(..., description=NAME_HELP),
-        files: list[UploadFile] = File(..., description="Normal (defect-free) images. " + files_help),
+        files: list[UploadFile] = File(..., description="Normal (defect-free) images. " + FILES_HELP),
         preset: str | None = Form(None, description="A named preset (`vandal presets`)."),
         settings: str | None = Form(None, description='JSON object of config fields by alias or dotted key, '
                                                       'e.g. {"image_size": 256}.'),
@@ -64,17 +71,27 @@ def add_model_routes(app: FastAPI, store: ModelStore, options: ServeSettings, me
               responses=documented(ModelSummary, 404, 413, 422, 503))
     async def add_references(
         name: str = PathParam(..., description=NAME_HELP),
-        files: list[UploadFile] = File(..., description="More normal images. " + files_help),
+        files: list[UploadFile] = File(..., description="More normal images. " + FILES_HELP),
     ) -> dict:
         store.require(name)
         images, _ = await decoded(files)
         return await run(store.add_references, name, [image for _, image in images])
 
+    @app.delete("/models/{name}", tags=["models"], status_code=204, summary="Delete a model",
+                responses={404: {}, 422: {}})
+    async def delete_model(name: str = PathParam(..., description=NAME_HELP)) -> Response:
+        await run(store.delete, name)
+        return Response(status_code=204)
+
+
+def add_predict_route(app: FastAPI, store: ModelStore, metrics: Metrics, run: Run, decoded: Callable) -> None:
+    """Score images: results in upload order, PNGs at each image's size."""
+
     @app.post("/models/{name}/predict", tags=["models"], summary="Score images",
               responses=documented(PredictAnswer, 404, 413, 422, 503))
     async def predict(
         name: str = PathParam(..., description=NAME_HELP),
-        files: list[UploadFile] = File(..., description="Images to score. " + files_help),
+        files: list[UploadFile] = File(..., description="Images to score. " + FILES_HELP),
         include: str | None = Query(None, description=f"PNGs to return, comma-separated from {', '.join(PNG_FIELDS)} "
                                                       "(default: all; empty: none)."),
         image_threshold: float | None = Query(None, gt=0, description="Decision level on pred_score for this "
@@ -96,10 +113,4 @@ def add_model_routes(app: FastAPI, store: ModelStore, options: ServeSettings, me
         if skip_unreadable:
             body["errors"] = errors
         return body
-
-    @app.delete("/models/{name}", tags=["models"], status_code=204, summary="Delete a model",
-                responses={404: {}, 422: {}})
-    async def delete_model(name: str = PathParam(..., description=NAME_HELP)) -> Response:
-        await run(store.delete, name)
-        return Response(status_code=204)
 
