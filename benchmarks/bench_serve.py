@@ -1,13 +1,15 @@
 """`vandal serve` under load: N concurrent clients scoring bottle images, against in-process predict.
 
-    python benchmarks/bench_serve.py [--clients 4] [--shots 4] [--rounds 3] [--device cpu] [--bottle DIR]
+    python benchmarks/bench_serve.py [--clients 4] [--shots 4] [--rounds 3] [--threads 1] [--bottle DIR]
 
 Starts `vandal serve` in its own process (so its memory is its own), creates a model from
 ``--shots`` MVTec bottle train/good images over HTTP, then N client threads post the bottle test
 images one per request (with every PNG, as the page asks, and again with scores only). Prints
 throughput (images/s), client-side p50/p95 latency, failures, the server's RSS (peak and after),
-and the throughput relative to in-process ``Detector.predict`` on the same files (target >= 0.8),
-measured back to back in each round (medians over rounds: the machine may be shared).
+and the throughput relative to the same work in process (target >= 0.8): ``Detector.predict`` on
+the same files for scores only, and predict plus the same PNGs for the full answer (also given
+against bare predict). Measured back to back in each round; medians over rounds (the machine may
+be shared).
 Synthetic 900 x 900 images stand in when the bottle data is absent.
 """
 
@@ -36,7 +38,7 @@ def images(bottle: Path, shots: int) -> tuple[list[tuple[str, bytes]], list[tupl
         train = sorted((bottle / "train" / "good").glob("*.png"))[:shots]
         test = sorted((bottle / "test").rglob("*.png"))
         read = lambda paths: [(f"{p.parent.name}/{p.name}", p.read_bytes()) for p in paths]  # noqa: E731
-        return read(train), read(test), f"MVTec bottle ({len(test)} test images, 900 x 900)"
+        return read(train), read(test), "MVTec bottle test images, 900 x 900"
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -46,7 +48,7 @@ def images(bottle: Path, shots: int) -> tuple[list[tuple[str, bytes]], list[tupl
         Image.fromarray(rng.integers(0, 255, (900, 900, 3), dtype=np.uint8)).save(buffer, format="PNG")
         return f"synthetic{i}.png", buffer.getvalue()
 
-    return [png(i) for i in range(shots)], [png(100 + i) for i in range(40)], "synthetic 900 x 900"
+    return [png(i) for i in range(shots)], [png(100 + i) for i in range(40)], "synthetic images, 900 x 900"
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -121,7 +123,9 @@ def load(httpx, url: str, tests: list[tuple[str, bytes]], clients: int, include:
 
 
 class InProcess:
-    """``Detector.predict`` on the same files in this process (decoding included, as the server's)."""
+    """In this process, on the same files: ``Detector.predict`` (decoding included, as the server's),
+    and the same work as the server's default answer: predict, then the same PNGs drawn and encoded
+    by the service's own helper."""
 
     def __init__(self, models: Path, tests: list[tuple[str, bytes]], device: str, folder: Path):
         from vandal.detector import Detector
@@ -133,10 +137,21 @@ class InProcess:
         self.detector = Detector.load(str(models / "bench"), device=device, progress=False)
         self.detector.predict(self.paths[:2])  # warm-up
 
-    def throughput(self, repeat: int) -> float:
+    def predict(self, repeat: int) -> float:
         start = time.perf_counter()
         for _ in range(repeat):
             self.detector.predict(self.paths)
+        return len(self.paths) * repeat / (time.perf_counter() - start)
+
+    def predict_and_pngs(self, repeat: int) -> float:
+        from vandal.data.images import decode_ahead
+        from vandal.serve.encode import PNG_FIELDS, results_json
+
+        start = time.perf_counter()
+        for _ in range(repeat):
+            for path, image in decode_ahead(self.paths):
+                prediction = self.detector.predict_image(image, str(path))
+                results_json([(path.name, image)], [prediction], 0.5, PNG_FIELDS)
         return len(self.paths) * repeat / (time.perf_counter() - start)
 
 
@@ -150,19 +165,27 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bottle", type=Path, default=BOTTLE, help="MVTec AD bottle folder.")
     parser.add_argument("--n", type=int, default=None, help="Only the first N test images (default: all).")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="Torch threads for both sides (OMP_NUM_THREADS for the server); 1 on a shared machine, "
+                             "where a second spinning thread slows predict several times.")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch loads, and inherited by the server
     import httpx
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     references, tests, source = images(args.bottle, args.shots)
     tests = tests[: args.n] if args.n else tests
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; images: {source}; "
-          f"{args.clients} clients, one image per request")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; {len(tests)} {source}; "
+          f"{len(references)} references; {args.clients} clients, one image per request")
     url = f"http://127.0.0.1:{args.port}"
     # The machine may be shared: each round measures in-process predict and the server back to back,
     # so a round's ratio compares the two under the same load; the median over rounds is reported.
     runs: dict[str, list[dict]] = {"all PNGs": [], "scores only": []}
-    baselines = []
+    baselines: dict[str, list[float]] = {"predict": [], "predict + PNGs": []}
     with tempfile.TemporaryDirectory() as folder:
         models = Path(folder) / "models"
         server = start_server(models, args.port, args.device, args.clients)
@@ -177,25 +200,31 @@ def main() -> None:
             load(httpx, url, tests[:4], 2, None, 1)  # warm-up: model loaded, threads started
             local = InProcess(models, tests, args.device, Path(folder))
             for round_ in range(args.rounds):
-                baselines.append(local.throughput(args.repeat))
-                line = [f"round {round_ + 1}: in-process {baselines[-1]:.2f} img/s"]
-                for label, include in (("all PNGs", None), ("scores only", "")):
+                # The baseline for each answer: bare predict for scores, predict + the same PNGs for PNGs.
+                plain, same_work = local.predict(args.repeat), local.predict_and_pngs(args.repeat)
+                baselines["predict"].append(plain)
+                baselines["predict + PNGs"].append(same_work)
+                line = [f"round {round_ + 1}: in-process predict {plain:.2f} img/s, with PNGs {same_work:.2f}"]
+                for label, include, baseline in (("all PNGs", None, same_work), ("scores only", "", plain)):
                     r = load(httpx, url, tests, args.clients, include, args.repeat)
-                    r.update(rss_mb(server.pid), ratio=r["throughput"] / baselines[-1])
+                    r.update(rss_mb(server.pid), ratio=r["throughput"] / baseline, bare=r["throughput"] / plain)
                     runs[label].append(r)
                     line.append(f"serve {label} {r['throughput']:.2f} img/s (x{r['ratio']:.2f}), p50 "
                                 f"{r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms, {r['failures']} failed")
-                print("; ".join(line))
+                print("; ".join(line), flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)
-    print(f"in-process Detector.predict: median {np.median(baselines):.2f} img/s over {args.rounds} round(s)")
+    for label, values in baselines.items():
+        print(f"in-process {label}: median {np.median(values):.2f} img/s over {args.rounds} round(s)")
     for label, rounds in runs.items():
-        med = {key: float(np.median([r[key] for r in rounds])) for key in ("throughput", "p50", "p95", "ratio")}
+        med = {key: float(np.median([r[key] for r in rounds])) for key in ("throughput", "p50", "p95", "ratio", "bare")}
+        same = "predict + the same PNGs" if label == "all PNGs" else "predict"
         print(f"serve, {label}: median {med['throughput']:.2f} img/s, p50 {med['p50'] * 1000:.0f} ms, p95 "
               f"{med['p95'] * 1000:.0f} ms, failures {sum(r['failures'] for r in rounds)}, server RSS "
-              f"{rounds[-1]['VmRSS']:.0f} MB (peak {max(r['VmHWM'] for r in rounds):.0f} MB); "
-              f"serve/in-process {med['ratio']:.2f} (target >= 0.8)")
+              f"{rounds[-1]['VmRSS']:.0f} MB (peak {max(r['VmHWM'] for r in rounds):.0f} MB); serve / in-process "
+              f"{same}: {med['ratio']:.2f} (target >= 0.8)"
+              + (f"; serve / in-process predict: {med['bare']:.2f}" if label == "all PNGs" else ""))
 
 
 if __name__ == "__main__":

@@ -170,6 +170,19 @@ def test_a_corrupt_file_is_reported_by_name_and_the_rest_scored(page, files):
     assert [c["file"] for c in cards(page)] == [files["tests"][0].name]
 
 
+def test_a_folder_is_scored_and_its_non_images_ignored(page, files, tmp_path):
+    folder = tmp_path / "batch"
+    save_pngs(folder / "inner", {"nested.png": texture(60, 96)})
+    save_pngs(folder, {"top.png": texture(61, 96)})
+    (folder / "notes.txt").write_text("not an image")
+    page.locator("#clear-results").click()
+    page.locator("#test-folder").set_input_files(str(folder))
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=result-card]').length === 2",
+                           timeout=60_000)
+    assert sorted(c["file"] for c in cards(page)) == ["batch/inner/nested.png", "batch/top.png"]
+    assert "ignored 1 file(s)" in page.get_by_test_id("error").inner_text()
+
+
 def test_a_bad_model_name_is_refused_on_the_page(page, server):
     _, app = server
     page.locator("#create-panel").evaluate("el => el.open = true")

@@ -121,3 +121,14 @@ def test_validation_errors_are_one_line_naming_the_field():
                                 {"loc": ("body", "files"), "msg": "Field required"}])
     assert detail == ("query parameter 'image_threshold': Input should be greater than 0; "
                       "field 'files': Field required")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7, 3), (37, 53), (37, 53, 1), (20, 31, 3), (9, 4, 4)])
+def test_png_bytes_round_trip_exactly(shape):
+    from vandal.serve.encode import png_bytes
+
+    array = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    decoded = np.asarray(Image.open(io.BytesIO(png_bytes(array))))
+    assert np.array_equal(decoded, array.reshape(shape[:2]) if len(shape) == 3 and shape[2] == 1 else array)
+    with pytest.raises(ValueError, match="uint8"):
+        png_bytes(array.astype(np.float32))
