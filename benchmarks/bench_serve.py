@@ -179,8 +179,8 @@ def main() -> None:
 
     references, tests, source = images(args.bottle, args.shots)
     tests = tests[: args.n] if args.n else tests
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; {len(tests)} {source}; "
-          f"{len(references)} references; {args.clients} clients, one image per request")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; {len(tests)} "
+          f"{source}; {len(references)} references; {args.clients} clients, one image per request")
     url = f"http://127.0.0.1:{args.port}"
     # The machine may be shared: each round measures in-process predict and the server back to back,
     # so a round's ratio compares the two under the same load; the median over rounds is reported.
