@@ -13,7 +13,7 @@ maps and scores (:mod:`vandal.scoring.fusion`), smooths, and calibrates on the r
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,10 +23,12 @@ from .config import FIELDS, DetectorConfig, from_dict, stage_of
 from .data.images import ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe, load_image
 from .embedding import EmbeddedImage, Embedder
 from .memory.augment import Transform, paper_transforms
-from .prediction import Prediction
-from .scoring.calibration import DECISION_LEVEL
-from .scoring.fusion import ScoredImage, collect, fuse
+from .prediction import Prediction, decide
+from .scoring.fusion import ScoredImage, collect
 from .sources import SOURCES, ScoreSource
+
+if TYPE_CHECKING:
+    from .export.onnx_detector import OnnxDetector
 
 RUNTIME = ("device", "batch_size", "progress")
 
@@ -225,17 +227,7 @@ class Detector:
         return self._prediction(self.score_item(self.embedder_.image(image, name)), name, grid)
 
     def _prediction(self, scored: ScoredImage, name: str | None, grid: bool = False) -> Prediction:
-        raw, raw_score = fuse(scored, self.calibration_.scales, grid)
-        raw_map = raw.cpu().numpy().astype(np.float32)
-        anomaly_map = self.calibration_.pixel(raw_map).astype(np.float32)
-        pred_score = float(self.calibration_.image(raw_score))
-        post = self.config.post
-        image_level = DECISION_LEVEL if post.image_threshold is None else post.image_threshold
-        pixel_level = DECISION_LEVEL if post.pixel_threshold is None else post.pixel_threshold
-        # Written as "not below": a NaN score or pixel is flagged, never passed as normal.
-        return Prediction(pred_score=pred_score, anomaly_map=anomaly_map, pred_label=not pred_score <= image_level,
-                          pred_mask=~(anomaly_map <= pixel_level), raw_score=raw_score, path=name,
-                          text_score=scored.text)
+        return decide(scored, self.calibration_, self.config.post, name, grid)
 
     def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
                      total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
@@ -294,10 +286,17 @@ class Detector:
                                                  self.calibration_))
 
     @classmethod
-    def load(cls, directory: str, device: str = "auto", progress: bool = True, batch_size: int = 8) -> Detector:
-        """Rebuild a detector saved by :meth:`save`; refuses damaged or incompatible bundles."""
+    def load(cls, directory: str, device: str = "auto", progress: bool = True,
+             batch_size: int = 8) -> Detector | OnnxDetector:
+        """Rebuild a detector saved by :meth:`save`; refuses damaged or incompatible bundles. A path ending
+        in ``.onnx`` (``vandal export``) loads an :class:`~vandal.export.OnnxDetector` instead: the same
+        ``predict`` surface, run by onnxruntime."""
         from .bundle import check_backbone, read_bundle, restore_sources
 
+        if str(directory).endswith(".onnx"):
+            from .export.onnx_detector import OnnxDetector
+
+            return OnnxDetector.load(directory, device=device, progress=progress, batch_size=batch_size)
         saved = read_bundle(directory)
         detector = cls(saved.config, device=device, progress=progress, batch_size=batch_size)
         sources = detector._setup(saved.sources)

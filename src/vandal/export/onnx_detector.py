@@ -1,0 +1,168 @@
+"""Running an exported detector with onnxruntime, behind the torch detector's predict surface.
+
+:class:`OnnxDetector` reads everything from the file's metadata (no bundle, no backbone weights) and
+runs the same code as :class:`~vandal.detector.Detector` around the graph: the resize policy's views
+(:func:`~vandal.data.layout.image_views`) in front, and :func:`~vandal.prediction.decide` (views merged
+to the image's size, image score on that map, calibration, decision levels) behind, on the graph's
+``raw_map``. So ``vandal predict model.onnx ...`` writes what ``vandal predict MODEL_DIR ...`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..backbones.base import Preprocessing
+from ..config import ConfigError, DetectorConfig, from_dict, stage_of
+from ..data.images import ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe
+from ..data.layout import image_views
+from ..prediction import Prediction, decide
+from ..scoring.calibration import Calibration
+from ..scoring.fusion import ScoredImage
+
+RUNTIME = ("device", "batch_size", "progress")
+
+
+def _require_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError("running an .onnx model needs onnxruntime: pip install 'vandal[onnx]'") from error
+    return onnxruntime
+
+
+def providers(device: str) -> list[str]:
+    """onnxruntime execution providers for ``device`` (cpu, cuda or auto)."""
+    available = _require_onnxruntime().get_available_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise RuntimeError("--device cuda was asked for, but this onnxruntime has no CUDA provider "
+                           "(install onnxruntime-gpu) ; use --device cpu")
+    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device must be cpu, cuda or auto, got {device!r}")
+    return ["CPUExecutionProvider"]
+
+
+def session(path: str, device: str = "auto", threads: int | None = None):
+    """An onnxruntime session on ``path``; threads: intra-op threads (None: onnxruntime's default)."""
+    ort = _require_onnxruntime()
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=providers(device))
+
+
+def read_metadata(path: str, props: dict[str, str]) -> dict[str, Any]:
+    """``metadata_props`` -> values, checked for format and version."""
+    from .onnx_export import FORMAT, FORMAT_VERSION, METADATA_KEYS
+
+    if props.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a vandal ONNX model (metadata 'format' is {props.get('format')!r}); export one "
+                         "with `vandal export MODEL_DIR --format onnx --out model.onnx`")
+    missing = [key for key in METADATA_KEYS if key not in props]
+    try:
+        values = {key: json.loads(value) if key not in ("format", "vandal_version", "backbone", "backbone_kind",
+                                                         "resample", "resize") else value
+                  for key, value in props.items() if key in METADATA_KEYS}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: damaged metadata ({error}); export the model again") from error
+    if missing:
+        raise ValueError(f"{path}: metadata {missing} missing; export the model again")
+    if values["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"{path}: ONNX format version {values['format_version']} is newer than this vandal reads "
+                         f"({FORMAT_VERSION}); upgrade vandal")
+    return values
+
+
+class OnnxDetector:
+    """An exported detector (global memory bank) run by onnxruntime; predicts as :class:`~vandal.detector.Detector`.
+
+    device: cpu, cuda (onnxruntime-gpu) or auto; batch_size: views per graph run; threads: onnxruntime's
+    intra-op threads (None: its default, all cores).
+    """
+
+    transductive = False
+    fitted = True
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", progress: bool = True, batch_size: int = 8,
+                 threads: int | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.path = str(path)
+        self.device, self.progress, self.batch_size, self.threads = device, progress, batch_size, threads
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"{self.path}: no such ONNX file")
+        self.session_ = session(self.path, device, threads)
+        self.metadata_ = read_metadata(self.path, self.session_.get_modelmeta().custom_metadata_map)
+        try:
+            self.config: DetectorConfig = from_dict(self.metadata_["config"])
+            self.calibration_ = Calibration.from_dict(self.metadata_["calibration"])
+        except (ConfigError, TypeError) as error:
+            raise ValueError(f"{self.path}: damaged metadata ({error}); export the model again") from error
+        self.image_size = int(self.metadata_["image_size"])
+        self.preprocessing = Preprocessing(tuple(self.metadata_["mean"]), tuple(self.metadata_["std"]),
+                                           self.metadata_["resample"])
+        self.n_references_ = int(self.metadata_["n_references"])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto", progress: bool = True, batch_size: int = 8,
+             threads: int | None = None) -> OnnxDetector:
+        return cls(path, device=device, progress=progress, batch_size=batch_size, threads=threads)
+
+    @property
+    def source_names(self) -> list[str]:
+        return ["memory"]
+
+    def set_params(self, **params: Any) -> OnnxDetector:
+        """Runtime options and decision levels (``image_threshold``, ``pixel_threshold``); anything else is
+        fixed in the graph."""
+        for key in RUNTIME:
+            if key in params:
+                setattr(self, key, params.pop(key))
+        fixed = [key for key in params if stage_of(key) != "predict"]
+        if fixed:
+            raise ConfigError(f"{', '.join(fixed)} are fixed in the exported graph ({self.path}): refit and export "
+                              "again to change them; only image_threshold and pixel_threshold apply to it")
+        self.config = self.config.replace(**params)
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def raw_maps(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Normalised views ``[V, 3, S, S]`` -> the graph's smoothed raw maps ``[V, S, S]``."""
+        pixels = inputs.numpy()
+        maps = [self.session_.run(["raw_map"], {"pixels": pixels[start: start + self.batch_size]})[0]
+                for start in range(0, len(pixels), self.batch_size)]
+        return torch.from_numpy(np.concatenate(maps))
+
+    def predict_image(self, image: np.ndarray, name: str | None = None, grid: bool = False) -> Prediction:
+        """One decoded ``[H, W, 3]`` uint8 image -> its :class:`~vandal.prediction.Prediction` (``grid``: on
+        the input grid, ``resize="squash"`` only), as the torch detector gives it."""
+        views, inputs = image_views(image, self.image_size, self.preprocessing, self.config.views.resize)
+        scored = ScoredImage(views, image.shape[0], image.shape[1], self.raw_maps(inputs), [], None, True)
+        return decide(scored, self.calibration_, self.config.post, name, grid)
+
+    def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
+                     total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
+        """Predict lazily, one image at a time; with ``skip_unreadable`` an unreadable input yields its error."""
+        if total is None and hasattr(images, "__len__"):
+            total = len(images)  # type: ignore[arg-type]
+        decoded = tqdm(decode_ahead(images), desc="predict (onnx)", unit="img", total=total, disable=not self.progress)
+        for index, (item, image) in enumerate(decoded):
+            if isinstance(image, UnreadableImageError):
+                if not skip_unreadable:
+                    raise image
+                yield image
+                continue
+            yield self.predict_image(image, describe(item, index))
+
+    def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
+        """Images (paths, PIL images or arrays) -> one :class:`~vandal.prediction.Prediction` each."""
+        return [p for p in self.iter_predict(as_image_list(images)) if isinstance(p, Prediction)]
