@@ -14,16 +14,24 @@ from .atomic import atomic_write_bytes
 CSV_HEADER = ["path", "pred_score", "pred_label", "map_file"]
 
 
-def write_png(path: Path, array: np.ndarray) -> None:
+def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    atomic_write_bytes(path, png_bytes(array))
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, npy_bytes(array))
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_bytes
 from .data.images import UnreadableImageError, decode_ahead
-from .outputs import CSV_HEADER, unique_stems, write_csv, write_npy, write_png
+from .outputs import CSV_HEADER, npy_bytes, png_bytes, unique_stems, write_csv
 from .scoring.calibration import DECISION_LEVEL
 from .visualize import mask_image, overlay
 
 if TYPE_CHECKING:
     from .detector import Detector
+    from .prediction import Prediction
 
 
 def _scored(detector: Detector, paths: list[Path]) -> Iterator[tuple[Path, object, object]]:
@@ -43,6 +45,34 @@ class RunReport:
     summary: str
 
 
+def prediction_files(stem: str, image: np.ndarray, prediction: Prediction, level: float,
+                     save_maps: bool) -> dict[str, bytes]:
+    """One image's output files, encoded: ``{path relative to the run folder: bytes}`` (overlay and mask
+    PNGs, and the float16 map with ``save_maps``). Shared by the local and the Ray engine."""
+    files = {f"overlays/{stem}.png": png_bytes(overlay(image, prediction.anomaly_map, level=level,
+                                                       mask=prediction.pred_mask)),
+             f"masks/{stem}.png": png_bytes(mask_image(prediction.pred_mask))}
+    if save_maps:
+        files[f"maps/{stem}.npy"] = npy_bytes(prediction.anomaly_map.astype(np.float16))
+    return files
+
+
+def prediction_row(path: str, pred_score: float, pred_label: bool, map_file: str) -> list[str]:
+    """One ``predictions.csv`` row (:data:`~vandal.outputs.CSV_HEADER`)."""
+    return [path, f"{pred_score:.6f}", str(pred_label).lower(), map_file]
+
+
+def finish_run(out: Path, rows: list[list[str]], skipped: list[list[str]], scores: dict[str, float]) -> RunReport:
+    """Write ``predictions.csv`` (and ``skipped.csv``) and sum the run up."""
+    write_csv(out / "predictions.csv", CSV_HEADER, rows)
+    if skipped:
+        write_csv(out / "skipped.csv", ["path", "reason"], skipped)
+    flagged = sum(row[2] == "true" for row in rows)
+    summary = (f"{len(rows)} image(s) scored, {flagged} flagged anomalous"
+               f"{f', {len(skipped)} skipped (see skipped.csv)' if skipped else ''}; results in {out}/predictions.csv")
+    return RunReport(scores=scores, skipped=[row[0] for row in skipped], summary=summary)
+
+
 def write_outputs(detector: Detector, paths: list[Path], out: Path, save_maps: bool = False,
                   skip_unreadable: bool = False) -> RunReport:
     """Predict every path and write its results.
@@ -63,20 +93,10 @@ def write_outputs(detector: Detector, paths: list[Path], out: Path, save_maps: b
                 raise image
             skipped.append([str(path), str(image)])
             continue
-        stem = stem_of[str(path)]
-        write_png(out / "overlays" / f"{stem}.png",
-                  overlay(image, prediction.anomaly_map, level=level, mask=prediction.pred_mask))
-        write_png(out / "masks" / f"{stem}.png", mask_image(prediction.pred_mask))
-        map_file = ""
-        if save_maps:
-            map_file = f"maps/{stem}.npy"
-            write_npy(out / map_file, prediction.anomaly_map.astype(np.float16))
-        rows.append([str(path), f"{prediction.pred_score:.6f}", str(prediction.pred_label).lower(), map_file])
+        files = prediction_files(stem_of[str(path)], image, prediction, level, save_maps)
+        for name, data in files.items():
+            atomic_write_bytes(out / name, data)
+        map_file = next((name for name in files if name.startswith("maps/")), "")
+        rows.append(prediction_row(str(path), prediction.pred_score, prediction.pred_label, map_file))
         scores[str(path)] = prediction.pred_score
-    write_csv(out / "predictions.csv", CSV_HEADER, rows)
-    if skipped:
-        write_csv(out / "skipped.csv", ["path", "reason"], skipped)
-    flagged = sum(row[2] == "true" for row in rows)
-    summary = (f"{len(rows)} image(s) scored, {flagged} flagged anomalous"
-               f"{f', {len(skipped)} skipped (see skipped.csv)' if skipped else ''}; results in {out}/predictions.csv")
-    return RunReport(scores=scores, skipped=[row[0] for row in skipped], summary=summary)
+    return finish_run(out, rows, skipped, scores)

@@ -36,18 +36,33 @@ def _saved_detector(model: Path, options: dict, device: str):
 
 @click.command(help="Score images: predictions.csv, heat-map overlays and masks as PNG (and maps as .npy). "
                     "Give MODEL_DIR then images/folders, or --zero-shot and images/folders.")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=str)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--save-maps", is_flag=True, help="Also save float16 .npy anomaly maps.")
 @click.option("--zero-shot", is_flag=True, help="No references: text prompts (CLIP) or --mutual comparison.")
 @recursive_option
 @skip_option
 @device_option
+# --- engine (vandal.engines.ray_engine): where the images are scored
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: a Ray cluster (inputs may then be URIs such as s3://bucket/folder).")
+@click.option("--num-workers", type=click.IntRange(min=1), default=None,
+              help="--engine ray: scoring workers, each with an equal share of the cores [default: one per GPU, "
+                   "else one per 4 cores].")
+@click.option("--ray-address", default=None, help="--engine ray: join this cluster (default: start one here).")
+# --- end engine
 @config_options
 @user_errors
-def predict(inputs: tuple[Path, ...], out: Path, save_maps: bool, zero_shot: bool, recursive: bool,
-            skip_unreadable: bool, device: str, **kwargs) -> None:
+def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool, recursive: bool,
+            skip_unreadable: bool, device: str, engine: str, num_workers: int | None, ray_address: str | None,
+            **kwargs) -> None:
     options = pop_config(kwargs)
+    if engine == "ray":
+        return _ray_predict(inputs, out, save_maps, zero_shot, recursive, skip_unreadable, device, num_workers,
+                            ray_address, options)
+    if num_workers is not None or ray_address is not None:
+        fail("--num-workers and --ray-address apply with --engine ray")
+    inputs = tuple(Path(p) for p in inputs)
     if zero_shot:
         detector, images = _zero_shot_detector(options, device), list(inputs)
     else:
@@ -58,3 +73,28 @@ def predict(inputs: tuple[Path, ...], out: Path, save_maps: bool, zero_shot: boo
     from ..report import write_outputs
 
     echo(write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable).summary)
+
+
+def _ray_predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool, recursive: bool,
+                 skip_unreadable: bool, device: str, num_workers: int | None, ray_address: str | None,
+                 options: dict) -> None:
+    """--engine ray: the same outputs as the local engine, scored on a Ray cluster."""
+    from ..engines.ray_engine import is_uri, ray_predict
+
+    if zero_shot:
+        fail("--engine ray scores a saved detector (MODEL_DIR or model.onnx): fit or export one first")
+    if len(inputs) < 2:
+        fail("usage: vandal predict MODEL IMAGES... --out DIR --engine ray")
+    fixed = fit_stage_given(options)
+    if fixed:
+        fail(f"{', '.join(fixed)} only apply with --zero-shot; a saved detector fixes them at fit time")
+    model, images = Path(inputs[0]), list(inputs[1:])
+    if not any(is_uri(item) for item in images):  # the local engine's list, in its order
+        ordered = [str(p) for p in gather_images([Path(p) for p in images], recursive, exclude=[out])]
+    else:  # URIs are listed by the engine; local items are gathered one by one to keep the order given
+        ordered = [p for item in images
+                   for p in ([item] if is_uri(item) else map(str, gather_images([Path(item)], recursive, [out])))]
+    report = ray_predict(model, list(dict.fromkeys(ordered)), out, num_workers=num_workers, address=ray_address,
+                         device=device, thresholds=given_flags(options), save_maps=save_maps,
+                         skip_unreadable=skip_unreadable, recursive=recursive)
+    echo(report.summary)

@@ -20,6 +20,7 @@ Rules, the same for every kind of input:
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -90,16 +91,17 @@ def _pil_input(image: Image.Image, source: str, max_pixels: int | None) -> np.nd
     return pil_to_rgb(_upright(image), source)
 
 
-def _decode_file(path: Path, max_pixels: int | None) -> np.ndarray:
+def _decode_file(path: Path | io.BytesIO, max_pixels: int | None, source: str | None = None) -> np.ndarray:
     """Open lazily (header only), check the size, then decode the first frame upright."""
+    source = str(path) if source is None else source
     with Image.open(path) as opened:
-        _check_pixels(*opened.size, max_pixels, str(path))  # before any pixel is decoded
-        _warn_first_frame(opened, str(path))
+        _check_pixels(*opened.size, max_pixels, source)  # before any pixel is decoded
+        _warn_first_frame(opened, source)
         opened.load()  # decode now, so truncation surfaces here and not later
         upright = _upright(opened)
         if upright is not opened:
             opened.close()  # free the stored orientation's pixels before converting the turned copy
-        return pil_to_rgb(upright, str(path))
+        return pil_to_rgb(upright, source)
 
 
 def _bomb_message(source: str, error: Exception, max_pixels: int | None) -> str:
@@ -157,6 +159,14 @@ def load_image(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     if path.stat().st_size == 0:
         raise UnreadableImageError(f"{path}: file is empty (0 bytes); replace it or pass --skip-unreadable")
     return _decode(lambda: _decode_file(path, max_pixels), str(path), max_pixels)
+
+
+def decode_bytes(data: bytes, source: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image file's bytes (read from object storage, say) -> ``[H, W, 3]`` uint8 RGB, decoded as
+    :func:`load_image` decodes the file; errors name ``source``."""
+    if not data:
+        raise UnreadableImageError(f"{source}: file is empty (0 bytes); replace it or pass --skip-unreadable")
+    return _decode(lambda: _decode_file(io.BytesIO(data), max_pixels, source), source, max_pixels)
 
 
 def describe(image: ImageInput, index: int) -> str:
