@@ -14,10 +14,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from synthetic import plant_defect, texture  # noqa: E402
-
 from vandal.detector import Detector  # noqa: E402
 from vandal.export import NotExportableError, OnnxDetector, export_onnx  # noqa: E402
+
+from synthetic import plant_defect, texture  # noqa: E402
 
 SCORE_TOLERANCE = 1e-3
 MAP_TOLERANCE = 1e-3
@@ -212,3 +212,41 @@ def test_bottle_parity(tmp_path):
     torch_predictions = detector.predict(tests)
     _assert_same(torch_predictions, onnx_detector.predict(tests))
     assert [p.pred_label for p in torch_predictions] == [True, False, True]
+
+
+def test_cli_export_then_predict_writes_the_same_outputs(tmp_path):
+    """`vandal export` then `vandal predict model.onnx`: the torch run's rows and files (pad, no smoothing)."""
+    import csv
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from vandal.cli.main import app
+
+    for folder, images in (("good", [texture(0), texture(1)]), ("test", _tests())):
+        (tmp_path / folder).mkdir()
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(tmp_path / folder / f"{i}.png")
+    runner = CliRunner()
+
+    def ok(*args):
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    model, onnx_file = str(tmp_path / "model"), str(tmp_path / "model.onnx")
+    ok("fit", "--normal", str(tmp_path / "good"), "--out", model, "--image-size", "64", "--resize", "pad",
+       "--smoothing-sigma", "0", "--device", "cpu")
+    assert "wrote" in ok("export", model, "--format", "onnx", "--out", onnx_file)
+    ok("predict", model, str(tmp_path / "test"), "--out", str(tmp_path / "torch"), "--save-maps", "--device", "cpu")
+    ok("predict", onnx_file, str(tmp_path / "test"), "--out", str(tmp_path / "onnx"), "--save-maps", "--device", "cpu")
+    rows = [list(csv.DictReader((tmp_path / run / "predictions.csv").open())) for run in ("torch", "onnx")]
+    assert [r["path"] for r in rows[1]] == [r["path"] for r in rows[0]] and len(rows[0]) == 4
+    assert [(r["pred_label"], r["map_file"]) for r in rows[1]] == [(r["pred_label"], r["map_file"]) for r in rows[0]]
+    for want, got in zip(*rows):
+        assert abs(float(want["pred_score"]) - float(got["pred_score"])) <= SCORE_TOLERANCE
+    listing = [sorted(p.relative_to(tmp_path / run) for p in (tmp_path / run).rglob("*")) for run in ("torch", "onnx")]
+    assert listing[0] == listing[1]
+    refused = runner.invoke(app, ["predict", onnx_file, str(tmp_path / "test"), "--out", str(tmp_path / "x"),
+                                  "--neighbourhood", "1,3"])
+    assert refused.exit_code == 2 and "--neighbourhood" in refused.output

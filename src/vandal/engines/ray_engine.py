@@ -298,3 +298,46 @@ def write_parquet(path: Path, table: list[dict[str, Any]]) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(arrow, sink)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+
+
+class CellWorker:
+    """An evaluation worker: keeps its backbone, and the current category's masks, between cells."""
+
+    def __init__(self, config: Any, threads: int):
+        from ..evaluation.run import CellDetectors
+
+        set_threads(threads)
+        self.config = config
+        self.detectors = CellDetectors(config)
+        self.masks: tuple[str | None, Any] = (None, None)
+
+    def run(self, split: Any, shots: int, seed: int) -> dict[str, Any]:
+        from ..evaluation.protocol import MaskCache
+        from ..evaluation.run import run_cell
+
+        if self.masks[0] != split.category:  # cells arrive category by category: one in memory at a time
+            self.masks = (split.category, MaskCache(self.config.protocol))
+        return run_cell(self.config, split, shots, seed, self.masks[1], self.detectors, progress=False)
+
+
+def ray_cells(num_workers: int | None = None, address: str | None = None, num_cpus: int | None = None):
+    """A :data:`~vandal.evaluation.run.CellRunner` that runs each (category, shots, seed) cell as a task on
+    a pool of :class:`CellWorker` actors and yields each run as it finishes (the store saves it at once,
+    so a killed run resumes as a local one does)."""
+
+    def runner(config, splits, pending, progress=True) -> Iterator[dict[str, Any]]:
+        if not pending:
+            return
+        with cluster(address, num_cpus) as ray:
+            from ray.util import ActorPool
+
+            share = worker_share(ray.cluster_resources(), num_workers, config.device)
+            worker = ray.remote(CellWorker).options(**share.remote_args())
+            actors = [worker.remote(config, share.threads) for _ in range(min(share.workers, len(pending)))]
+            submit = lambda actor, cell: actor.run.remote(splits[cell[0]], cell[1], cell[2])  # noqa: E731
+            yield from ActorPool(actors).map_unordered(submit, pending)
+
+    return runner
