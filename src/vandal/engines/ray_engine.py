@@ -132,7 +132,7 @@ def list_uri(uri: str, recursive: bool = False) -> list[str]:
     if not names:
         raise ValueError(f"no images found in {uri} (looked for {', '.join(IMAGE_EXTENSIONS)}"
                          f"{'' if recursive else '; subfolders are not searched: pass --recursive'})")
-    return [f"{scheme}://{name}" if scheme != "file" else f"file://{name}" for name in names]
+    return [f"{scheme}://{name}" for name in names]  # file:// + /abs/path, s3:// + bucket/key
 
 
 def read_image(path: str) -> np.ndarray:
@@ -259,6 +259,8 @@ def ray_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike], o
 
     out = Path(out)
     paths = [p for item in inputs for p in (list_uri(str(item), recursive) if is_uri(str(item)) else [str(item)])]
+    if not paths:
+        raise ValueError("no images to score: give image files, folders or URIs")
     stems = unique_stems(paths)
     files = model_files(model)
     rows, skipped, scores, table = [], [], {}, []

@@ -42,7 +42,7 @@ def providers(device: str) -> list[str]:
     available = _require_onnxruntime().get_available_providers()
     if device == "cuda" and "CUDAExecutionProvider" not in available:
         raise RuntimeError("--device cuda was asked for, but this onnxruntime has no CUDA provider "
-                           "(install onnxruntime-gpu) ; use --device cpu")
+                           "(install onnxruntime-gpu); use --device cpu")
     if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device not in ("cpu", "cuda", "auto"):
