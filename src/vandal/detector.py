@@ -20,7 +20,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import FIELDS, DetectorConfig, from_dict, stage_of
-from .data.images import ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe, load_image
+from .data.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageInput,
+    UnreadableImageError,
+    as_image_list,
+    decode_ahead,
+    describe,
+    load_image,
+)
 from .embedding import EmbeddedImage, Embedder
 from .memory.augment import Transform, paper_transforms
 from .prediction import Prediction, decide
@@ -30,7 +38,7 @@ from .sources import SOURCES, ScoreSource
 if TYPE_CHECKING:
     from .export.onnx_detector import OnnxDetector
 
-RUNTIME = ("device", "batch_size", "progress")
+RUNTIME = ("device", "batch_size", "progress", "max_pixels", "allow_download")
 
 
 def resolve_device(device: str | None) -> str:
@@ -63,18 +71,25 @@ class Detector:
 
     config: a :class:`~vandal.config.DetectorConfig` (or its dict); preset: a preset name
     (``vandal presets``); settings: any config field by alias or dotted key, on top
-    (``Detector(neighbourhood=(1, 3, 5), augment=True)``). device: cpu, cuda or auto; batch_size:
-    images per backbone forward; progress: progress bars.
+    (``Detector(neighbourhood=(1, 3, 5), augment=True)``). Runtime options (not saved): device:
+    cpu, cuda or auto; batch_size: images per backbone forward; progress: progress bars;
+    max_pixels: larger inputs are refused as unreadable (decompression bombs; None: no limit);
+    allow_download: whether a Hugging Face id may be downloaded (``load`` defaults to no).
     """
 
     def __init__(self, config: DetectorConfig | Mapping | None = None, *, preset: str | None = None,
-                 device: str = "auto", batch_size: int = 8, progress: bool = True, **settings: Any):
+                 device: str = "auto", batch_size: int = 8, progress: bool = True,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = True, **settings: Any):
         self.config = make_config(config, preset, settings)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_pixels is not None and max_pixels < 4:
+            raise ValueError(f"max_pixels must be at least 4 (a 2 x 2 image) or None, got {max_pixels}")
         self.device = device
         self.batch_size = batch_size
         self.progress = progress
+        self.max_pixels = max_pixels
+        self.allow_download = allow_download
 
     # ------------------------------------------------------------------ scikit-learn contract
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -132,6 +147,8 @@ class Detector:
         built = getattr(self, "_built", None)
         if built is None or built[0] != (cfg.backbone, device):
             options = {"hidden_act": cfg.backbone.hidden_act} if cfg.backbone.hidden_act else {}
+            if not self.allow_download:
+                options["offline"] = True
             backbone = create_backbone(cfg.backbone.name, cfg.backbone.image_size, cfg.backbone.taps,
                                        device=device, **options)
             self._built = ((cfg.backbone, device), backbone)
@@ -141,7 +158,8 @@ class Detector:
         if any(SOURCES[name].uses_objects for name in names):
             from .segmentation import create_segmenter
 
-            options = {} if cfg.objects.segmenter == "classical" else {"device": device}
+            options = {} if cfg.objects.segmenter == "classical" else {"device": device,
+                                                                        "offline": not self.allow_download}
             segmenter = create_segmenter(cfg.objects.segmenter, **options)
         self.embedder_ = Embedder(self.backbone_, cfg.views.resize, self.batch_size, device, segmenter,
                                   cfg.objects.align)
@@ -159,7 +177,7 @@ class Detector:
         """Learn from normal images (none: zero-shot / mutual) and calibrate on them; returns self."""
         from .calibrating import calibrate_sources
 
-        images = [load_image(x) for x in as_image_list(normal_images)]
+        images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
         # What a source learned without references (text features, adapters) carries over a refit.
         carried = {s.name: (s.state_dict(), s.meta()) for s in getattr(self, "sources_", [])
                    if s.carries_over(self.config)}
@@ -191,7 +209,7 @@ class Detector:
         from .calibrating import extend_calibration
 
         self._check_fitted()
-        images = [load_image(x) for x in as_image_list(normal_images)]
+        images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
         if not images:
             raise ValueError("add_references needs at least one image")
         if not self.n_references_:
@@ -242,7 +260,7 @@ class Detector:
         if self.transductive:
             yield from self._iter_predict_batch(images, skip_unreadable)
             return
-        decoded = tqdm(decode_ahead(images), desc="predict", unit="img", total=total, disable=not self.progress)
+        decoded = tqdm(decode_ahead(images, self.max_pixels), desc="predict", unit="img", total=total, disable=not self.progress)
         for index, (item, image) in enumerate(decoded):
             if isinstance(image, UnreadableImageError):
                 if not skip_unreadable:
@@ -257,7 +275,7 @@ class Detector:
         items, errors = [], []
         for index, entry in enumerate(images):
             try:
-                items.append(self.embedder_.image(load_image(entry), describe(entry, index)))
+                items.append(self.embedder_.image(load_image(entry, self.max_pixels), describe(entry, index)))
             except UnreadableImageError as error:
                 if not skip_unreadable:
                     raise
@@ -286,20 +304,27 @@ class Detector:
                                                  self.calibration_))
 
     @classmethod
-    def load(cls, directory: str, device: str = "auto", progress: bool = True,
-             batch_size: int = 8) -> Detector | OnnxDetector:
-        """Rebuild a detector saved by :meth:`save`; refuses damaged or incompatible bundles. A path ending
-        in ``.onnx`` (``vandal export``) loads an :class:`~vandal.export.OnnxDetector` instead: the same
-        ``predict`` surface, run by onnxruntime."""
-        from .bundle import check_backbone, read_bundle, restore_sources
+    def load(cls, directory: str, device: str = "auto", progress: bool = True, batch_size: int = 8,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = False) -> Detector | OnnxDetector:
+        """Rebuild a detector saved by :meth:`save`; refuses damaged or incompatible bundles. A bundle
+        naming a Hugging Face model loads it from the local cache only, unless ``allow_download``. A path
+        ending in ``.onnx`` (``vandal export``) loads an :class:`~vandal.export.OnnxDetector` instead: the
+        same ``predict`` surface, run by onnxruntime."""
+        from .bundle import IncompatibleBundleError, check_backbone, read_bundle, restore_sources
 
         if str(directory).endswith(".onnx"):
             from .export.onnx_detector import OnnxDetector
 
-            return OnnxDetector.load(directory, device=device, progress=progress, batch_size=batch_size)
+            return OnnxDetector.load(directory, device=device, progress=progress, batch_size=batch_size,
+                                     max_pixels=max_pixels)
         saved = read_bundle(directory)
-        detector = cls(saved.config, device=device, progress=progress, batch_size=batch_size)
-        sources = detector._setup(saved.sources)
+        detector = cls(saved.config, device=device, progress=progress, batch_size=batch_size, max_pixels=max_pixels,
+                       allow_download=allow_download)
+        try:
+            sources = detector._setup(saved.sources)
+        except (ValueError, TypeError, KeyError) as error:  # a cache miss (OSError) is not damage: it stays
+            raise IncompatibleBundleError(f"{directory}: cannot rebuild its detector ({error}); the bundle is "
+                                          "damaged or from another setup, refit") from error
         check_backbone(saved.backbone, detector.backbone_.spec.to_dict(), directory)
         restore_sources(sources, saved)
         detector.sources_ = sources

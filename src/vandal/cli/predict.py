@@ -6,11 +6,21 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, echo, fail, gather_images, recursive_option, skip_option, user_errors
+from .common import (
+    device_option,
+    echo,
+    fail,
+    gather_images,
+    max_pixels_option,
+    pixel_limit,
+    recursive_option,
+    skip_option,
+    user_errors,
+)
 from .options import compose_options, config_options, fit_stage_given, given_flags, pop_config
 
 
-def _zero_shot_detector(options: dict, device: str):
+def _zero_shot_detector(options: dict, runtime: dict):
     from ..backbones import DEFAULT_CLIP
     from ..detector import Detector
 
@@ -19,17 +29,17 @@ def _zero_shot_detector(options: dict, device: str):
         fail("--zero-shot needs --class-name (the object's name for the prompts) or --mutual")
     if composed.config.text.class_name:  # text needs CLIP: the default backbone, unless one was chosen
         composed = compose_options(options, base={"backbone": DEFAULT_CLIP})
-    return Detector(composed.config, device=device).fit()
+    return Detector(composed.config, **runtime).fit()
 
 
-def _saved_detector(model: Path, options: dict, device: str):
+def _saved_detector(model: Path, options: dict, runtime: dict):
     from ..detector import Detector
 
     fixed = fit_stage_given(options)
     if fixed:
         fail(f"{', '.join(fixed)} only apply with --zero-shot; a saved detector fixes them at fit time "
              f"(refit with `vandal fit ... {fixed[0]} ...`)")
-    detector = Detector.load(str(model), device=device)
+    detector = Detector.load(str(model), **runtime)
     thresholds = given_flags(options)
     return detector.set_params(**thresholds) if thresholds else detector
 
@@ -42,6 +52,10 @@ def _saved_detector(model: Path, options: dict, device: str):
 @click.option("--zero-shot", is_flag=True, help="No references: text prompts (CLIP) or --mutual comparison.")
 @recursive_option
 @skip_option
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier vandal run's results in --out (other files there are kept).")
+@click.option("--allow-download", is_flag=True,
+              help="Let a saved detector download its Hugging Face backbone when it is not cached.")
 @device_option
 # --- engine (vandal.engines.ray_engine): where the images are scored
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -51,33 +65,38 @@ def _saved_detector(model: Path, options: dict, device: str):
                    "else one per 4 cores].")
 @click.option("--ray-address", default=None, help="--engine ray: join this cluster (default: start one here).")
 # --- end engine
+@max_pixels_option
 @config_options
 @user_errors
 def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool, recursive: bool,
-            skip_unreadable: bool, device: str, engine: str, num_workers: int | None, ray_address: str | None,
-            **kwargs) -> None:
+            skip_unreadable: bool, overwrite: bool, allow_download: bool, device: str, engine: str,
+            num_workers: int | None, ray_address: str | None, max_pixels: int, **kwargs) -> None:
     options = pop_config(kwargs)
+    runtime = {"device": device, "max_pixels": pixel_limit(max_pixels)}
     if engine == "ray":
-        return _ray_predict(inputs, out, save_maps, zero_shot, recursive, skip_unreadable, device, num_workers,
-                            ray_address, options)
+        return _ray_predict(inputs, out, options, zero_shot, recursive, num_workers, ray_address,
+                            dict(runtime, allow_download=allow_download, save_maps=save_maps,
+                                 skip_unreadable=skip_unreadable, overwrite=overwrite))
     if num_workers is not None or ray_address is not None:
         fail("--num-workers and --ray-address apply with --engine ray")
     inputs = tuple(Path(p) for p in inputs)
     if zero_shot:
-        detector, images = _zero_shot_detector(options, device), list(inputs)
+        detector, images = _zero_shot_detector(options, runtime), list(inputs)
     else:
         if len(inputs) < 2:
             fail("usage: vandal predict MODEL_DIR IMAGES... --out DIR (or --zero-shot --class-name NAME IMAGES...)")
-        detector, images = _saved_detector(inputs[0], options, device), list(inputs[1:])
+        runtime["allow_download"] = allow_download
+        detector, images = _saved_detector(inputs[0], options, runtime), list(inputs[1:])
     paths = gather_images(images, recursive, exclude=[out])
     from ..report import write_outputs
 
-    echo(write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable).summary)
+    report = write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable,
+                           overwrite=overwrite)
+    echo(report.summary)
 
 
-def _ray_predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool, recursive: bool,
-                 skip_unreadable: bool, device: str, num_workers: int | None, ray_address: str | None,
-                 options: dict) -> None:
+def _ray_predict(inputs: tuple[str, ...], out: Path, options: dict, zero_shot: bool, recursive: bool,
+                 num_workers: int | None, ray_address: str | None, settings: dict) -> None:
     """--engine ray: the same outputs as the local engine, scored on a Ray cluster."""
     from ..engines.ray_engine import is_uri, ray_predict
 
@@ -95,6 +114,5 @@ def _ray_predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot:
         ordered = [p for item in images
                    for p in ([item] if is_uri(item) else map(str, gather_images([Path(item)], recursive, [out])))]
     report = ray_predict(model, list(dict.fromkeys(ordered)), out, num_workers=num_workers, address=ray_address,
-                         device=device, thresholds=given_flags(options), save_maps=save_maps,
-                         skip_unreadable=skip_unreadable, recursive=recursive)
+                         thresholds=given_flags(options), recursive=recursive, **settings)
     echo(report.summary)

@@ -4,16 +4,16 @@
 pyarrow's filesystems read: ``s3://``, ``gs://``, ``file://``...) become a Ray Dataset of (index, path,
 output stem); :class:`Scorer`, a callable class run by ``map_batches`` on an actor pool, loads the
 model once per worker (a bundle folder or an ``.onnx`` file, shipped through the object store so
-workers need no shared disk), reads and scores each image with the detector's own ``predict_image``
-and encodes its files with the local engine's :func:`~vandal.report.prediction_files`. The driver
-writes them to OUT as they arrive, then ``predictions.csv`` (same rows, same names as the local
-engine) and ``predictions.parquet`` (the same table with full-precision scores).
+the model needs no shared disk), reads and scores each image with the detector's own ``predict_image``
+and writes its overlay, mask and map into OUT with the local engine's :func:`~vandal.report.write_files`.
+The driver claims OUT as the local engine does (:mod:`vandal.run_folder`) and writes ``predictions.csv``
+(same rows, same names) and ``predictions.parquet`` (the same table with full-precision scores).
 
 ``vandal evaluate --engine ray``: each (category, shots, seed) cell is a task on an actor that keeps
 its backbone loaded; the driver stores every finished cell at once (same ``results.json``, same resume).
 
 Without an address a local cluster starts on this machine; with one, the run joins that cluster (then
-inputs, dataset roots and OUT are paths as the workers and the driver see them). Each worker gets an
+local inputs, dataset roots and OUT must be paths that every worker sees: a shared filesystem). Each worker gets an
 equal share of the cores and sets its torch, BLAS and onnxruntime threads to that share: oversubscribed
 workers run far slower than fewer, well-sized ones.
 """
@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..data.images import DEFAULT_MAX_PIXELS
 
 BATCH_SIZE = 4  # images per map_batches call: small, so the workers share the tail of a run evenly
 CPUS_PER_DEFAULT_WORKER = 4  # with no --num-workers: one worker per 4 cores (or one per GPU)
@@ -135,12 +137,12 @@ def list_uri(uri: str, recursive: bool = False) -> list[str]:
     return [f"{scheme}://{name}" for name in names]  # file:// + /abs/path, s3:// + bucket/key
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A local path as the local engine reads it, or a URI's bytes through pyarrow, decoded the same way."""
     from ..data.images import decode_bytes, load_image
 
     if not is_uri(path):
-        return load_image(path)
+        return load_image(path, max_pixels)
     from pyarrow import fs as pafs
 
     from ..data.pixels import UnreadableImageError
@@ -151,7 +153,7 @@ def read_image(path: str) -> np.ndarray:
             data = handle.read()
     except (OSError, ValueError) as error:
         raise UnreadableImageError(f"{path}: cannot read ({error})") from error
-    return decode_bytes(data, path)
+    return decode_bytes(data, path, max_pixels)
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -168,75 +170,85 @@ def model_files(model: str | os.PathLike) -> dict[str, bytes]:
     raise FileNotFoundError(f"{model}: not a saved detector folder or an .onnx file")
 
 
-def load_model(files: dict[str, bytes], device: str, threads: int, folder: str) -> Any:
-    """Write ``files`` (:func:`model_files`) to ``folder`` and load them: a Detector or an OnnxDetector."""
+def load_model(files: dict[str, bytes], runtime: dict[str, Any], threads: int, folder: str) -> Any:
+    """Write ``files`` (:func:`model_files`) to ``folder`` and load them (``runtime``: device, max_pixels,
+    allow_download): a Detector, or an OnnxDetector running ``threads`` threads."""
     for name, data in files.items():
         Path(folder, name).write_bytes(data)
     onnx = [name for name in files if name.endswith(".onnx")]
     if onnx:
         from ..export.onnx_detector import OnnxDetector
 
-        return OnnxDetector(Path(folder, onnx[0]), device=device, progress=False, threads=threads)
+        return OnnxDetector(Path(folder, onnx[0]), device=runtime["device"], progress=False, threads=threads,
+                            max_pixels=runtime["max_pixels"])
     from ..detector import Detector
 
-    return Detector.load(folder, device=device, progress=False)
+    return Detector.load(folder, progress=False, **runtime)
 
 
 class Scorer:
-    """Ray Data's callable class: loads the model once per worker, then scores batches of paths.
+    """Ray Data's callable class: loads the model once per worker, then scores batches of paths and writes
+    each image's overlay, mask and map into OUT with the local engine's :func:`~vandal.report.write_files`.
 
-    Each row out: index, path, pred_score, raw_score, pred_label, error (unreadable: the reason) and the
-    encoded files (``files``: names, ``blobs``: bytes) that the driver writes.
+    Each row out: index, path, pred_score, raw_score, pred_label, error (unreadable: the reason).
     """
 
-    def __init__(self, model_ref: list, device: str, threads: int, thresholds: dict[str, float], save_maps: bool):
+    def __init__(self, model_ref: list, out: str, runtime: dict[str, Any], threads: int,
+                 thresholds: dict[str, float], save_maps: bool):
         import ray
+        from PIL import Image
 
         from ..scoring.calibration import DECISION_LEVEL
 
         set_threads(threads)
+        if runtime.get("max_pixels") is not None:  # as the command line does: vandal's limit replaces Pillow's
+            Image.MAX_IMAGE_PIXELS = runtime["max_pixels"]
         self.folder = tempfile.mkdtemp(prefix="vandal-model-")
-        files = ray.get(model_ref[0])
-        self.detector = load_model(files, "cuda" if device == "cuda" else "cpu", threads, self.folder)
+        self.detector = load_model(ray.get(model_ref[0]), runtime, threads, self.folder)
         if thresholds:
             self.detector.set_params(**thresholds)
         self.level = self.detector.config.post.pixel_threshold or DECISION_LEVEL
-        self.save_maps = save_maps
+        self.out, self.save_maps = Path(out), save_maps
 
-    def score(self, path: str, stem: str) -> dict[str, Any]:
+    def score(self, path: str, stem: str, writer: Any) -> dict[str, Any]:
+        from functools import partial
+
         from ..data.pixels import UnreadableImageError
-        from ..report import prediction_files
+        from ..report import write_files
 
         try:
-            image = read_image(path)
+            image = read_image(path, self.detector.max_pixels)
         except UnreadableImageError as error:
-            return {"pred_score": math.nan, "raw_score": math.nan, "pred_label": False, "error": str(error),
-                    "files": [], "blobs": []}
+            return {"pred_score": math.nan, "raw_score": math.nan, "pred_label": False, "error": str(error)}
         prediction = self.detector.predict_image(image, path)
-        files = prediction_files(stem, image, prediction, self.level, self.save_maps)
+        writer.submit(partial(write_files, self.out, stem, image, prediction, self.level, self.save_maps),
+                      image.size // 3)
         return {"pred_score": prediction.pred_score, "raw_score": float(prediction.raw_score),
-                "pred_label": bool(prediction.pred_label), "error": "", "files": list(files),
-                "blobs": list(files.values())}
+                "pred_label": bool(prediction.pred_label), "error": ""}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows = [self.score(str(path), str(stem)) for path, stem in zip(batch["path"], batch["stem"])]
+        from ..outputs import BackgroundWriter
+
+        with BackgroundWriter() as writer:  # PNG encoding overlaps the next image; all written before returning
+            rows = [self.score(str(path), str(stem), writer) for path, stem in zip(batch["path"], batch["stem"])]
         out: dict[str, list] = {"index": [int(i) for i in batch["index"]], "path": [str(p) for p in batch["path"]]}
-        for key in ("pred_score", "raw_score", "pred_label", "error", "files", "blobs"):
+        for key in ("pred_score", "raw_score", "pred_label", "error"):
             out[key] = [row[key] for row in rows]
         return out
 
 
-def _results(ray, paths: list[str], stems: list[str], files_ref: Any, share: Share, device: str,
-             thresholds: dict[str, float], save_maps: bool) -> Iterator[dict[str, Any]]:
+def _results(ray, paths: list[str], stems: list[str], files_ref: Any, out: Path, share: Share,
+             runtime: dict[str, Any], thresholds: dict[str, float], save_maps: bool) -> Iterator[dict[str, Any]]:
     """Score every path on the actor pool; rows come back in input order."""
     context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # rows and files in input order, as the local engine
+    context.execution_options.preserve_order = True  # rows in input order, as the local engine
     batch_size = max(1, min(BATCH_SIZE, math.ceil(len(paths) / share.workers)))
     items = [{"index": i, "path": p, "stem": s} for i, (p, s) in enumerate(zip(paths, stems))]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch_size)))
+    runtime = dict(runtime, device="cuda" if share.gpus else "cpu")
     # The model travels as a reference inside a list: small arguments, fetched once per worker.
     scored = dataset.map_batches(
-        Scorer, fn_constructor_kwargs={"model_ref": [files_ref], "device": "cuda" if share.gpus else "cpu",
+        Scorer, fn_constructor_kwargs={"model_ref": [files_ref], "out": str(out), "runtime": runtime,
                                        "threads": share.threads, "thresholds": thresholds, "save_maps": save_maps},
         compute=ray.data.ActorPoolStrategy(size=share.workers), batch_size=batch_size, batch_format="numpy",
         **share.remote_args())
@@ -248,43 +260,43 @@ def _results(ray, paths: list[str], stems: list[str], files_ref: Any, share: Sha
 def ray_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                 num_workers: int | None = None, address: str | None = None, device: str = "auto",
                 thresholds: dict[str, float] | None = None, save_maps: bool = False, skip_unreadable: bool = False,
-                recursive: bool = False, num_cpus: int | None = None):
+                overwrite: bool = False, recursive: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                allow_download: bool = False, num_cpus: int | None = None):
     """Score ``inputs`` with a saved detector on a Ray cluster and write OUT as the local engine does
-    (:func:`~vandal.report.write_outputs`), plus ``predictions.parquet``. Returns the
-    :class:`~vandal.report.RunReport`. ``inputs``: image paths, or URIs (listed here)."""
-    from ..atomic import atomic_write_bytes
+    (:func:`~vandal.report.write_outputs`: the folder claimed, the same files and rows), plus
+    ``predictions.parquet``. Returns the :class:`~vandal.report.RunReport`. ``inputs``: image paths, or
+    URIs (listed here). Workers write the image files into OUT: on a cluster of several machines, OUT
+    must be a folder they all see."""
     from ..data.pixels import UnreadableImageError
-    from ..outputs import unique_stems
-    from ..report import finish_run, prediction_row
+    from ..outputs import safe_cell, unique_stems
+    from ..report import planned_files, prediction_row, run_report, write_tables
+    from ..run_folder import claim
 
-    out = Path(out)
     paths = [p for item in inputs for p in (list_uri(str(item), recursive) if is_uri(str(item)) else [str(item)])]
     if not paths:
         raise ValueError("no images to score: give image files, folders or URIs")
     stems = unique_stems(paths)
     files = model_files(model)
+    runtime = {"max_pixels": max_pixels, "allow_download": allow_download}
     rows, skipped, scores, table = [], [], {}, []
-    with cluster(address, num_cpus) as ray:
+    with cluster(address, num_cpus) as ray, claim(out, planned_files(stems, save_maps), overwrite) as folder:
         share = worker_share(ray.cluster_resources(), num_workers, device)
-        out.mkdir(parents=True, exist_ok=True)
-        for row in _results(ray, paths, stems, ray.put(files), share, device, thresholds or {}, save_maps):
+        results = _results(ray, paths, stems, ray.put(files), folder.resolve(), share, runtime, thresholds or {},
+                           save_maps)
+        for row, stem in zip(results, stems):
             path = str(row["path"])
             if row["error"]:
                 if not skip_unreadable:
                     raise UnreadableImageError(str(row["error"]))
-                skipped.append([path, str(row["error"])])
+                skipped.append([safe_cell(path), str(row["error"])])
                 continue
-            names = [str(name) for name in row["files"]]
-            for name, blob in zip(names, row["blobs"]):
-                atomic_write_bytes(out / name, bytes(blob))
-            map_file = next((name for name in names if name.startswith("maps/")), "")
             score, label = float(row["pred_score"]), bool(row["pred_label"])
-            rows.append(prediction_row(path, score, label, map_file))
+            rows.append(prediction_row(path, score, label, stem, save_maps))
             scores[path] = score
-            table.append({"path": path, "pred_score": score, "pred_label": label,
-                          "raw_score": float(row["raw_score"]), "map_file": map_file})
-    write_parquet(out / "predictions.parquet", table)
-    return finish_run(out, rows, skipped, scores)
+            table.append({**rows[-1], "pred_score": score, "pred_label": label, "raw_score": float(row["raw_score"])})
+        write_tables(folder, rows, skipped)
+        write_parquet(folder / "predictions.parquet", table)
+    return run_report(folder, rows, skipped, scores)
 
 
 def write_parquet(path: Path, table: list[dict[str, Any]]) -> None:

@@ -20,13 +20,13 @@ from tqdm.auto import tqdm
 
 from ..backbones.base import Preprocessing
 from ..config import ConfigError, DetectorConfig, from_dict, stage_of
-from ..data.images import ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe
+from ..data.images import DEFAULT_MAX_PIXELS, ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe
 from ..data.layout import image_views
 from ..prediction import Prediction, decide
 from ..scoring.calibration import Calibration
 from ..scoring.fusion import ScoredImage
 
-RUNTIME = ("device", "batch_size", "progress")
+RUNTIME = ("device", "batch_size", "progress", "max_pixels")
 
 
 def _require_onnxruntime():
@@ -86,18 +86,19 @@ class OnnxDetector:
     """An exported detector (global memory bank) run by onnxruntime; predicts as :class:`~vandal.detector.Detector`.
 
     device: cpu, cuda (onnxruntime-gpu) or auto; batch_size: views per graph run; threads: onnxruntime's
-    intra-op threads (None: its default, all cores).
+    intra-op threads (None: its default, all cores); max_pixels: larger inputs are refused as unreadable.
     """
 
     transductive = False
     fitted = True
 
     def __init__(self, path: str | os.PathLike, device: str = "auto", progress: bool = True, batch_size: int = 8,
-                 threads: int | None = None):
+                 threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.path = str(path)
         self.device, self.progress, self.batch_size, self.threads = device, progress, batch_size, threads
+        self.max_pixels = max_pixels
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"{self.path}: no such ONNX file")
         self.session_ = session(self.path, device, threads)
@@ -114,8 +115,9 @@ class OnnxDetector:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", progress: bool = True, batch_size: int = 8,
-             threads: int | None = None) -> OnnxDetector:
-        return cls(path, device=device, progress=progress, batch_size=batch_size, threads=threads)
+             threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> OnnxDetector:
+        return cls(path, device=device, progress=progress, batch_size=batch_size, threads=threads,
+                   max_pixels=max_pixels)
 
     @property
     def source_names(self) -> list[str]:
@@ -154,7 +156,7 @@ class OnnxDetector:
         """Predict lazily, one image at a time; with ``skip_unreadable`` an unreadable input yields its error."""
         if total is None and hasattr(images, "__len__"):
             total = len(images)  # type: ignore[arg-type]
-        decoded = tqdm(decode_ahead(images), desc="predict (onnx)", unit="img", total=total, disable=not self.progress)
+        decoded = tqdm(decode_ahead(images, self.max_pixels), desc="predict (onnx)", unit="img", total=total, disable=not self.progress)
         for index, (item, image) in enumerate(decoded):
             if isinstance(image, UnreadableImageError):
                 if not skip_unreadable:
