@@ -156,7 +156,8 @@ class OnnxDetector:
         """Predict lazily, one image at a time; with ``skip_unreadable`` an unreadable input yields its error."""
         if total is None and hasattr(images, "__len__"):
             total = len(images)  # type: ignore[arg-type]
-        decoded = tqdm(decode_ahead(images, self.max_pixels), desc="predict (onnx)", unit="img", total=total, disable=not self.progress)
+        decoded = tqdm(decode_ahead(images, self.max_pixels), desc="predict (onnx)", unit="img", total=total,
+                       disable=not self.progress)
         for index, (item, image) in enumerate(decoded):
             if isinstance(image, UnreadableImageError):
                 if not skip_unreadable:

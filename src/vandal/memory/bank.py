@@ -32,7 +32,8 @@ def block_distance(queries: torch.Tensor, bank_t: torch.Tensor, bank_block: int)
 
 def nearest_cosine_distance(queries: torch.Tensor, bank: torch.Tensor,
                             chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                            bank_t: torch.Tensor | None = None, blocks: tuple[int | None, int] = BLOCKS) -> torch.Tensor:
+                            bank_t: torch.Tensor | None = None,
+                            blocks: tuple[int | None, int] = BLOCKS) -> torch.Tensor:
     """``min_m (1 - cos(q, m))`` for every query.
 
     queries: ``[Q, C]``; bank: ``[M, C]``, both already L2-normalised. Returns ``[Q]``.
