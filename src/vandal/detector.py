@@ -256,47 +256,64 @@ class Detector:
                           pred_mask=~(anomaly_map <= pixel_level), raw_score=raw_score, path=name,
                           text_score=scored.text)
 
-    def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
-                     total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
-        """Predict lazily, one image at a time (memory stays flat for any number of images).
+    def predict_stream(self, images: Iterable[ImageInput], total: int | None = None
+                       ) -> Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError, Prediction | None]]:
+        """``(input, decoded image or its error, prediction or None)`` in input order.
 
-        With ``skip_unreadable``, an unreadable input yields its :class:`UnreadableImageError`
-        instead of stopping the run.
+        Decoding runs ahead in a thread and ``batch_size`` images share each backbone forward;
+        memory stays flat for any number of images. Transductive sources see every image first.
         """
         self._check_fitted()
         if total is None and hasattr(images, "__len__"):
             total = len(images)  # type: ignore[arg-type]
         if self.transductive:
-            yield from self._iter_predict_batch(images, skip_unreadable)
+            yield from self._stream_transductive(images)
             return
-        decoded = tqdm(decode_ahead(images, self.max_pixels), desc="predict", unit="img", total=total, disable=not self.progress)
-        for index, (item, image) in enumerate(decoded):
-            if isinstance(image, UnreadableImageError):
-                if not skip_unreadable:
-                    raise image
-                yield image
-                continue
-            yield self.predict_image(image, describe(item, index))
+        decoded = tqdm(enumerate(decode_ahead(images, self.max_pixels, ahead=self.batch_size)), desc="predict",
+                       unit="img", total=total, disable=not self.progress)
+        chunk: list = []
+        for index, (entry, image) in decoded:
+            chunk.append((entry, image, None if isinstance(image, UnreadableImageError)
+                          else self.embedder_.image(image, describe(entry, index))))
+            if len(chunk) == self.batch_size:
+                yield from self._score_chunk(chunk)
+                chunk = []
+        yield from self._score_chunk(chunk)
 
-    def _iter_predict_batch(self, images: Iterable[ImageInput], skip_unreadable: bool
-                            ) -> Iterator[Prediction | UnreadableImageError]:
+    def _score_chunk(self, chunk: list) -> Iterator[tuple]:
+        self.embedder_.embed_items([item for _, _, item in chunk if item is not None])
+        for entry, image, item in chunk:
+            yield entry, image, None if item is None else self._prediction(self.score_item(item), item.name)
+
+    def _stream_transductive(self, images: Iterable[ImageInput]) -> Iterator[tuple]:
         """Transductive sources need every image before any is scored."""
-        items, errors = [], []
-        for index, entry in enumerate(images):
-            try:
-                items.append(self.embedder_.image(load_image(entry, self.max_pixels), describe(entry, index)))
-            except UnreadableImageError as error:
-                if not skip_unreadable:
-                    raise
-                errors.append(error)
-        yield from errors
-        if not items:
-            return
-        answers = [source.score_batch(items) for source in self.sources_]
-        for i, item in enumerate(items):
-            scored = collect(item, [(s, a[i]) for s, a in zip(self.sources_, answers)], self.embedder_.size,
+        entries = [(entry, image, None if isinstance(image, UnreadableImageError)
+                    else self.embedder_.image(image, describe(entry, index)))
+                   for index, (entry, image) in enumerate(decode_ahead(images, self.max_pixels))]
+        items = [item for _, _, item in entries if item is not None]
+        answers = iter([])
+        if items:
+            scores = [source.score_batch(items) for source in self.sources_]
+            answers = iter(zip(*scores))
+        for entry, image, item in entries:
+            if item is None:
+                yield entry, image, None
+                continue
+            scored = collect(item, list(zip(self.sources_, next(answers))), self.embedder_.size,
                              self.config.post.smoothing_sigma)
-            yield self._prediction(scored, item.name)
+            yield entry, image, self._prediction(scored, item.name)
+
+    def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
+                     total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
+        """Predict lazily (see :meth:`predict_stream`). With ``skip_unreadable``, an unreadable input
+        yields its :class:`UnreadableImageError` instead of stopping the run."""
+        for _, image, prediction in self.predict_stream(images, total):
+            if prediction is not None:
+                yield prediction
+            elif not skip_unreadable:
+                raise image
+            else:
+                yield image
 
     def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
         """Images (paths, PIL images or arrays) -> one :class:`Prediction` each."""

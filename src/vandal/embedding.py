@@ -68,6 +68,19 @@ class Embedder:
     def image(self, image: np.ndarray, name: str | None = None) -> EmbeddedImage:
         return EmbeddedImage(self, image, name)
 
+    def embed_items(self, items: list[EmbeddedImage]) -> None:
+        """Embed the views of several images in shared forwards (``batch_size`` views each): one
+        batched forward serves many images, which a GPU needs to be busy."""
+        todo = [item for item in items if "output" not in item.__dict__]
+        if len(todo) < 2:
+            return
+        counts = [item.inputs.shape[0] for item in todo]
+        out = self.embed(torch.cat([item.inputs for item in todo]))
+        start = 0
+        for item, count in zip(todo, counts):
+            item.prime(output=take(out, slice(start, start + count)))
+            start += count
+
     def reference(self, image: np.ndarray, transforms: list[Transform]) -> EmbeddedReference:
         return EmbeddedReference(self, image, transforms)
 
