@@ -12,6 +12,7 @@ maps and scores (:mod:`vandal.scoring.fusion`), smooths, and calibrates on the r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -29,14 +30,14 @@ from .data.images import (
     describe,
     load_image,
 )
-from .embedding import EmbeddedImage, Embedder
+from .embedding import PRECISIONS, EmbeddedImage, Embedder
 from .memory.augment import Transform, paper_transforms
 from .prediction import Prediction
 from .scoring.calibration import DECISION_LEVEL
 from .scoring.fusion import ScoredImage, collect, fuse
 from .sources import SOURCES, ScoreSource
 
-RUNTIME = ("device", "batch_size", "progress", "max_pixels", "allow_download")
+RUNTIME = ("device", "batch_size", "progress", "max_pixels", "allow_download", "precision")
 
 
 def resolve_device(device: str | None) -> str:
@@ -72,15 +73,19 @@ class Detector:
     (``Detector(neighbourhood=(1, 3, 5), augment=True)``). Runtime options (not saved): device:
     cpu, cuda or auto; batch_size: images per backbone forward; progress: progress bars;
     max_pixels: larger inputs are refused as unreadable (decompression bombs; None: no limit);
-    allow_download: whether a Hugging Face id may be downloaded (``load`` defaults to no).
+    allow_download: whether a Hugging Face id may be downloaded (``load`` defaults to no);
+    precision: ``float32``, or ``bfloat16``/``float16`` autocast of the frozen backbone (GPU speed).
     """
 
     def __init__(self, config: DetectorConfig | Mapping | None = None, *, preset: str | None = None,
                  device: str = "auto", batch_size: int = 8, progress: bool = True,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = True, **settings: Any):
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = True,
+                 precision: str = "float32", **settings: Any):
         self.config = make_config(config, preset, settings)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if max_pixels is not None and max_pixels < 4:
             raise ValueError(f"max_pixels must be at least 4 (a 2 x 2 image) or None, got {max_pixels}")
         self.device = device
@@ -88,6 +93,7 @@ class Detector:
         self.progress = progress
         self.max_pixels = max_pixels
         self.allow_download = allow_download
+        self.precision = precision
 
     # ------------------------------------------------------------------ scikit-learn contract
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -160,7 +166,7 @@ class Detector:
                                                                         "offline": not self.allow_download}
             segmenter = create_segmenter(cfg.objects.segmenter, **options)
         self.embedder_ = Embedder(self.backbone_, cfg.views.resize, self.batch_size, device, segmenter,
-                                  cfg.objects.align)
+                                  cfg.objects.align, self.precision)
         return [SOURCES[name](cfg, self.embedder_) for name in names]
 
     def _wanted(self, has_references: bool) -> list[str]:
@@ -269,12 +275,19 @@ class Detector:
         if self.transductive:
             yield from self._stream_transductive(images)
             return
-        decoded = tqdm(enumerate(decode_ahead(images, self.max_pixels, ahead=self.batch_size)), desc="predict",
-                       unit="img", total=total, disable=not self.progress)
+        # Decoding and resizing to the backbone's input run ahead in threads: one on a CPU device (the
+        # cores belong to the backbone), several feeding a GPU.
+        workers = 1 if self.device_ == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+        decoded = tqdm(enumerate(decode_ahead(images, self.max_pixels, ahead=self.batch_size, workers=workers,
+                                              prepare=self.embedder_.views)),
+                       desc="predict", unit="img", total=total, disable=not self.progress)
         chunk: list = []
-        for index, (entry, image) in decoded:
-            chunk.append((entry, image, None if isinstance(image, UnreadableImageError)
-                          else self.embedder_.image(image, describe(entry, index))))
+        for index, (entry, decoded_item) in decoded:
+            if isinstance(decoded_item, UnreadableImageError):
+                chunk.append((entry, decoded_item, None))
+            else:
+                image, views = decoded_item
+                chunk.append((entry, image, self.embedder_.image(image, describe(entry, index), views)))
             if len(chunk) == self.batch_size:
                 yield from self._score_chunk(chunk)
                 chunk = []
@@ -331,14 +344,15 @@ class Detector:
 
     @classmethod
     def load(cls, directory: str, device: str = "auto", progress: bool = True, batch_size: int = 8,
-             max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = False) -> Detector:
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = False,
+             precision: str = "float32") -> Detector:
         """Rebuild a detector saved by :meth:`save`; refuses damaged or incompatible bundles. A bundle
         naming a Hugging Face model loads it from the local cache only, unless ``allow_download``."""
         from .bundle import IncompatibleBundleError, check_backbone, read_bundle, restore_sources
 
         saved = read_bundle(directory)
         detector = cls(saved.config, device=device, progress=progress, batch_size=batch_size, max_pixels=max_pixels,
-                       allow_download=allow_download)
+                       allow_download=allow_download, precision=precision)
         try:
             sources = detector._setup(saved.sources)
         except (ValueError, TypeError, KeyError) as error:  # a cache miss (OSError) is not damage: it stays
