@@ -24,7 +24,7 @@ def test_get_set_params_and_clone(fitted_detector):
     params = fitted_detector.get_params()
     assert params["neighbourhood"] == (3,) and params["backbone"] == "efficientnet-lite2"
     assert set(fitted_detector.get_params(deep=False)) == {"config", "device", "batch_size", "progress", "max_pixels",
-                                                           "allow_download"}
+                                                           "allow_download", "precision"}
     twin = fitted_detector.clone()
     assert twin.config == fitted_detector.config and not twin.fitted
     with pytest.raises(NotFittedError):

@@ -6,16 +6,14 @@ columns relative to the output folder; ``map_file`` empty without ``--save-maps`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .data.images import UnreadableImageError, decode_ahead
+from .data.images import UnreadableImageError
 from .outputs import CSV_HEADER, BackgroundWriter, safe_cell, unique_stems, write_csv, write_npy, write_png
 from .run_folder import claim
 from .scoring.calibration import DECISION_LEVEL
@@ -23,21 +21,6 @@ from .visualize import mask_image, overlay
 
 if TYPE_CHECKING:
     from .detector import Detector
-
-
-def _scored(detector: Detector, paths: list[Path]) -> Iterator[tuple[Path, object, object]]:
-    """(path, image or its UnreadableImageError, prediction or None), in input order."""
-    if detector.transductive:
-        # Transductive: every image must be seen before any is scored; decode again for overlays.
-        readable = [p for p, image in decode_ahead(paths, detector.max_pixels) if not isinstance(image, UnreadableImageError)]
-        predictions = iter(detector.predict(readable)) if readable else iter(())
-        for path, image in decode_ahead(paths, detector.max_pixels):
-            yield path, image, None if isinstance(image, UnreadableImageError) else next(predictions)
-        return
-    for path, image in tqdm(decode_ahead(paths, detector.max_pixels), total=len(paths), desc="predict", unit="img",
-                            disable=not detector.progress):
-        prediction = None if isinstance(image, UnreadableImageError) else detector.predict_image(image, str(path))
-        yield path, image, prediction
 
 
 @dataclass
@@ -102,7 +85,7 @@ def write_outputs(detector: Detector, paths: list[Path], out: Path, save_maps: b
     level = detector.config.post.pixel_threshold or DECISION_LEVEL
     stem_of = dict(zip(map(str, paths), stems))
     with claim(out, planned_files(stems, save_maps), overwrite) as out, BackgroundWriter() as writer:
-        for path, image, prediction in _scored(detector, paths):
+        for path, image, prediction in detector.predict_stream(paths):
             if isinstance(image, UnreadableImageError):
                 if not skip_unreadable:
                     raise image

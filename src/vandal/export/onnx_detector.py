@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..backbones.base import Preprocessing
 from ..config import ConfigError, DetectorConfig, from_dict, stage_of
 from ..data.images import DEFAULT_MAX_PIXELS, ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe
-from ..data.layout import image_views
+from ..data.layout import View, image_views
 from ..prediction import Prediction, decide
 from ..scoring.calibration import Calibration
 from ..scoring.fusion import ScoredImage
@@ -137,34 +137,68 @@ class OnnxDetector:
         return self
 
     # ------------------------------------------------------------------ predict
+    def views(self, image: np.ndarray) -> tuple[list[View], torch.Tensor]:
+        """``[H, W, 3]`` uint8 -> (views, ``[V, 3, S, S]`` normalised inputs) under the resize policy."""
+        return image_views(image, self.image_size, self.preprocessing, self.config.views.resize)
+
     def raw_maps(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Normalised views ``[V, 3, S, S]`` -> the graph's smoothed raw maps ``[V, S, S]``."""
+        """Normalised views ``[V, 3, S, S]`` -> the graph's smoothed raw maps ``[V, S, S]``, ``batch_size``
+        views per run."""
         pixels = inputs.numpy()
         maps = [self.session_.run(["raw_map"], {"pixels": pixels[start: start + self.batch_size]})[0]
                 for start in range(0, len(pixels), self.batch_size)]
         return torch.from_numpy(np.concatenate(maps))
 
+    def _decide(self, image: np.ndarray, views: list[View], raw: torch.Tensor, name: str | None,
+                grid: bool = False) -> Prediction:
+        scored = ScoredImage(views, image.shape[0], image.shape[1], raw, [], None, True)
+        return decide(scored, self.calibration_, self.config.post, name, grid)
+
     def predict_image(self, image: np.ndarray, name: str | None = None, grid: bool = False) -> Prediction:
         """One decoded ``[H, W, 3]`` uint8 image -> its :class:`~vandal.prediction.Prediction` (``grid``: on
         the input grid, ``resize="squash"`` only), as the torch detector gives it."""
-        views, inputs = image_views(image, self.image_size, self.preprocessing, self.config.views.resize)
-        scored = ScoredImage(views, image.shape[0], image.shape[1], self.raw_maps(inputs), [], None, True)
-        return decide(scored, self.calibration_, self.config.post, name, grid)
+        views, inputs = self.views(image)
+        return self._decide(image, views, self.raw_maps(inputs), name, grid)
+
+    def predict_stream(self, images: Iterable[ImageInput], total: int | None = None
+                       ) -> Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError, Prediction | None]]:
+        """``(input, decoded image or its error, prediction or None)`` in input order; decoding and views run
+        ahead in a thread, and ``batch_size`` images' views share each graph run."""
+        if total is None and hasattr(images, "__len__"):
+            total = len(images)  # type: ignore[arg-type]
+        decoded = tqdm(enumerate(decode_ahead(images, self.max_pixels, ahead=self.batch_size, prepare=self.views)),
+                       desc="predict (onnx)", unit="img", total=total, disable=not self.progress)
+        chunk: list = []
+        for index, (entry, item) in decoded:
+            chunk.append((entry, index, item))
+            if len(chunk) == self.batch_size:
+                yield from self._run_chunk(chunk)
+                chunk = []
+        yield from self._run_chunk(chunk)
+
+    def _run_chunk(self, chunk: list) -> Iterator[tuple]:
+        ready = [item for _, _, item in chunk if not isinstance(item, UnreadableImageError)]
+        maps = self.raw_maps(torch.cat([inputs for _, (_, inputs) in ready])) if ready else None
+        offset = 0
+        for entry, index, item in chunk:
+            if isinstance(item, UnreadableImageError):
+                yield entry, item, None
+                continue
+            image, (views, _) = item
+            raw = maps[offset: offset + len(views)]
+            offset += len(views)
+            yield entry, image, self._decide(image, views, raw, describe(entry, index))
 
     def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
                      total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
-        """Predict lazily, one image at a time; with ``skip_unreadable`` an unreadable input yields its error."""
-        if total is None and hasattr(images, "__len__"):
-            total = len(images)  # type: ignore[arg-type]
-        decoded = tqdm(decode_ahead(images, self.max_pixels), desc="predict (onnx)", unit="img", total=total,
-                       disable=not self.progress)
-        for index, (item, image) in enumerate(decoded):
-            if isinstance(image, UnreadableImageError):
-                if not skip_unreadable:
-                    raise image
+        """Predict lazily; with ``skip_unreadable`` an unreadable input yields its error instead of stopping."""
+        for _, image, prediction in self.predict_stream(images, total):
+            if prediction is not None:
+                yield prediction
+            elif not skip_unreadable:
+                raise image
+            else:
                 yield image
-                continue
-            yield self.predict_image(image, describe(item, index))
 
     def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
         """Images (paths, PIL images or arrays) -> one :class:`~vandal.prediction.Prediction` each."""
