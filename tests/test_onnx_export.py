@@ -64,7 +64,7 @@ def test_graph_takes_any_batch_and_calibrates_inside(squash):
     import torch
 
     from vandal.export import MemoryGraph
-    from vandal.export.onnx_detector import session
+    from vandal.export.runtime import session
 
     detector, path = squash
     graph = MemoryGraph(detector).eval()

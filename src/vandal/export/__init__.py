@@ -7,8 +7,9 @@ Importing this package loads neither onnx nor onnxruntime; they are needed only 
 from __future__ import annotations
 
 from .onnx_detector import OnnxDetector
-from .onnx_export import FORMAT, FORMAT_VERSION, export_onnx
+from .onnx_export import export_onnx
 from .onnx_graph import MemoryGraph, NotExportableError, check_exportable
+from .runtime import FORMAT, FORMAT_VERSION
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MemoryGraph", "NotExportableError", "OnnxDetector", "check_exportable",
            "export_onnx"]

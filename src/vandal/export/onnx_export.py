@@ -24,18 +24,7 @@ import torch
 from .. import __version__
 from ..atomic import atomic_write_bytes
 from .onnx_graph import OUTPUTS, MemoryGraph
-
-FORMAT = "vandal-onnx"
-FORMAT_VERSION = 1
-INPUT = "pixels"
-# Protocol buffers refuse messages of 2 GiB and more; keep a margin for the graph itself.
-PROTO_LIMIT = (1 << 31) - (64 << 20)
-# The exported graph must reproduce the torch module on its example input within this (raw map units).
-VERIFY_TOLERANCE = 1e-4
-METADATA_KEYS = ("format", "format_version", "vandal_version", "backbone", "backbone_kind", "image_size", "mean",
-                 "std", "resample", "resize", "image_threshold", "pixel_threshold", "decision_level", "taps",
-                 "tap_dims", "neighbourhood", "smoothing_sigma", "n_references", "inputs", "outputs", "config",
-                 "calibration")
+from .runtime import FORMAT, FORMAT_VERSION, INPUT, PROTO_LIMIT, VERIFY_TOLERANCE, session
 
 
 def _require_onnx():
@@ -119,8 +108,6 @@ def tensor_bytes(model) -> int:
 
 def _verify(path: Path, graph: MemoryGraph, example: torch.Tensor) -> float:
     """Run the written file in onnxruntime against the torch module; the largest raw-map difference."""
-    from .onnx_detector import session
-
     with torch.no_grad():
         want = graph(example)[2].numpy()
     got = session(str(path), "cpu", threads=None).run(["raw_map"], {INPUT: example.numpy()})[0]
