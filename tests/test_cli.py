@@ -46,13 +46,15 @@ def test_fit_then_predict_writes_csv_overlays_masks_and_maps(folders, model_dir,
     result = runner.invoke(app, ["predict", str(model_dir), str(a), str(b), "--out", str(tmp_path), "--save-maps"])
     assert result.exit_code == 0, result.output
     rows = read_rows(tmp_path / "predictions.csv")
-    assert rows[0] == ["path", "pred_score", "pred_label", "map_file"]
+    assert rows[0] == ["path", "pred_score", "pred_label", "overlay_file", "mask_file", "map_file"]
     assert [r[0] for r in rows[1:]] == [str(a), str(b)]
-    map_files = [r[3] for r in rows[1:]]
+    assert [r[3] for r in rows[1:]] == ["overlays/x.png", "overlays/x_1.png"]  # each row names its files
+    assert all((tmp_path / r[3]).is_file() and (tmp_path / r[4]).is_file() for r in rows[1:])
+    map_files = [r[5] for r in rows[1:]]
     assert len(set(map_files)) == 2, "two inputs named x.png must get distinct map files"
     for row in rows[1:]:
         assert row[2] == "true"  # planted defects
-        saved = np.load(tmp_path / row[3])
+        saved = np.load(tmp_path / row[5])
         assert saved.dtype == np.float16 and saved.shape == (160, 160)
     assert len(list((tmp_path / "overlays").glob("*.png"))) == 2
     mask = np.asarray(Image.open(sorted((tmp_path / "masks").glob("*.png"))[0]))
@@ -63,7 +65,7 @@ def test_fit_then_predict_writes_csv_overlays_masks_and_maps(folders, model_dir,
 def test_predict_without_save_maps_leaves_map_file_empty(folders, model_dir, tmp_path):
     result = runner.invoke(app, ["predict", str(model_dir), str(folders / "test" / "a"), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert read_rows(tmp_path / "predictions.csv")[1][3] == ""
+    assert read_rows(tmp_path / "predictions.csv")[1][5] == ""
 
 
 def test_unreadable_input_stops_or_is_skipped(folders, model_dir, tmp_path):
@@ -108,7 +110,7 @@ def test_zero_shot_with_tiny_clip(folders, tmp_path):
     rows = read_rows(tmp_path / "o" / "predictions.csv")
     score = float(rows[1][1])
     assert 0.0 <= score <= 1.0  # zero-shot: a text probability scaled so 0.5 is the decision level
-    assert np.load(tmp_path / "o" / rows[1][3]).shape == (160, 160)
+    assert np.load(tmp_path / "o" / rows[1][5]).shape == (160, 160)
 
 
 def test_fit_records_options_in_the_bundle(folders, tmp_path):

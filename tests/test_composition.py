@@ -23,7 +23,8 @@ def test_registry_sources_honour_the_contract():
 def test_get_set_params_and_clone(fitted_detector):
     params = fitted_detector.get_params()
     assert params["neighbourhood"] == (3,) and params["backbone"] == "efficientnet-lite2"
-    assert set(fitted_detector.get_params(deep=False)) == {"config", "device", "batch_size", "progress"}
+    assert set(fitted_detector.get_params(deep=False)) == {"config", "device", "batch_size", "progress", "max_pixels",
+                                                           "allow_download", "precision"}
     twin = fitted_detector.clone()
     assert twin.config == fitted_detector.config and not twin.fitted
     with pytest.raises(NotFittedError):

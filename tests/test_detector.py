@@ -47,7 +47,8 @@ def test_scores_do_not_depend_on_other_test_images(fitted_detector, textures):
     _, tests = textures
     together = fitted_detector.predict([image for image, _ in tests])
     alone = fitted_detector.predict(tests[2][0])
-    assert together[2].pred_score == pytest.approx(alone[0].pred_score, abs=1e-6)
+    # Batched forwards move the last digits on a GPU (measured 6e-6 relative on an H200): compare at 1e-4.
+    assert together[2].pred_score == pytest.approx(alone[0].pred_score, rel=1e-4)
 
 
 def test_threshold_override(fitted_detector, textures):

@@ -32,6 +32,18 @@ def test_chunked_equals_unchunked(chunk):
     assert torch.allclose(nearest_cosine_distance(queries, bank, chunk_elements=chunk), full, atol=1e-6)
 
 
+@pytest.mark.parametrize("blocks", [(None, 4096), (None, 7), (3, 5)])
+def test_graph_blocks_equal_the_default(blocks):
+    """The ONNX graph searches all queries at once over bank blocks (query block None): same distances."""
+    gen = torch.Generator().manual_seed(2)
+    queries = F.normalize(torch.randn(301, 24, generator=gen), dim=1)
+    bank = F.normalize(torch.randn(257, 24, generator=gen), dim=1)
+    full = nearest_cosine_distance(queries, bank)
+    assert torch.allclose(nearest_cosine_distance(queries, bank, blocks=blocks), full, atol=1e-6)
+    grid = MemoryBank(bank, blocks=blocks).distance_grid(queries.reshape(7, 43, 1, 24))
+    assert torch.allclose(grid.reshape(-1), full, atol=1e-6)
+
+
 def test_bank_grid_shapes_and_self_distance_zero():
     gen = torch.Generator().manual_seed(2)
     grid = torch.randn(2, 5, 6, 8, generator=gen)

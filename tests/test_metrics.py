@@ -220,7 +220,7 @@ def test_aupro_errors() -> None:
 def reference_cal_pro_score(masks: np.ndarray, amaps: np.ndarray, max_step: int = 200) -> float:
     """APRIL-GAN's cal_pro_score, line by line, with scipy's label in place of skimage's."""
     binary_amaps = np.zeros_like(amaps, dtype=bool)
-    min_th, max_th = float(amaps.min()), float(amaps.max())
+    min_th, max_th = amaps.min(), amaps.max()  # in the maps' dtype: float32 maps give float32 thresholds
     delta = (max_th - min_th) / max_step
     pros, fprs = [], []
     for th in np.arange(min_th, max_th, delta):
@@ -242,8 +242,10 @@ def reference_cal_pro_score(masks: np.ndarray, amaps: np.ndarray, max_step: int 
 
 
 @pytest.mark.parametrize("seed", range(2))
-def test_aupro_legacy_matches_reference_code(seed: int) -> None:
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_aupro_legacy_matches_reference_code(seed: int, dtype) -> None:
     masks, maps = random_case(seed, n=5, size=14, decimals=3)
+    maps = maps.astype(dtype)
     expected = reference_cal_pro_score(masks.astype(np.uint8), maps)
     assert aupro_legacy(masks, maps) == pytest.approx(expected, abs=1e-12)
 

@@ -9,28 +9,28 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vandal.data.images import UnreadableImageError, load_image, load_image_bytes
+from vandal.data.images import UnreadableImageError, decode_bytes, load_image
 from vandal.visualize import map_image
 
 from serve_helpers import bomb_png, png_bytes
 from synthetic import texture
 
 
-def test_load_image_bytes_follows_the_file_rules_and_names_the_upload(tmp_path):
+def test_decode_bytes_follows_the_file_rules_and_names_the_upload(tmp_path):
     image = texture(3, 40)
     path = tmp_path / "a.png"
     Image.fromarray(image).save(path)
-    assert np.array_equal(load_image_bytes(path.read_bytes(), "a.png"), load_image(path))
+    assert np.array_equal(decode_bytes(path.read_bytes(), "a.png"), load_image(path))
     rotated = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = 6  # EXIF orientation: turned 90 degrees
     Image.fromarray(image[:, :20]).save(rotated, format="JPEG", exif=exif)
-    assert load_image_bytes(rotated.getvalue(), "r.jpg").shape == (20, 40, 3), "EXIF orientation applied"
+    assert decode_bytes(rotated.getvalue(), "r.jpg").shape == (20, 40, 3), "EXIF orientation applied"
     for data, name, words in ((b"", "empty.png", "empty"), (b"junk", "junk.png", "'junk.png'"),
                               (png_bytes(image)[:100], "cut.png", "cut.png"),
                               (bomb_png(1200), "bomb.png", "1,440,000 pixels")):
         with pytest.raises(UnreadableImageError) as caught:
-            load_image_bytes(data, name, max_pixels=1_000_000)
+            decode_bytes(data, name, max_pixels=1_000_000)
         assert str(caught.value).startswith(name) and words in str(caught.value)
         assert "BytesIO" not in str(caught.value)
 

@@ -36,7 +36,15 @@ def test_overlay_in_bands_and_in_place_is_the_same_picture(monkeypatch):
     target = image.copy()
     assert overlay(target, anomaly_map, mask=mask, out=target) is target
     assert np.array_equal(target, whole)
-    assert np.array_equal(colormap(anomaly_map), visualize._colours(anomaly_map))  # banded == one band
+    assert np.array_equal(colormap(anomaly_map), visualize._LUT[visualize._indices(anomaly_map)])  # banded == one
+
+
+def test_lookup_table_stays_within_one_level_of_the_exact_ramp():
+    values = np.linspace(0, 1, 10007, dtype=np.float32)
+    exact = visualize._ramp(values).astype(int)
+    assert np.abs(colormap(values[None])[0].astype(int) - exact).max() <= 6  # 256 steps across the ramp
+    assert colormap(np.array([[np.nan, -1.0, 2.0]], np.float32))[0].tolist() == [
+        visualize._LUT[255].tolist(), visualize._LUT[0].tolist(), visualize._LUT[255].tolist()]
 
 
 def test_mask_image_is_0_or_255():

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 
 @lru_cache(maxsize=1)
@@ -37,19 +38,25 @@ def dir_mode() -> int:
     return 0o777 & ~umask()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """``data`` to ``path`` via a temporary sibling and a rename (parents are created)."""
+def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """``write(handle)`` fills a temporary sibling, renamed to ``path`` once complete (parents are
+    created). Writing straight to the file saves the in-memory copy a bytes buffer would cost."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` to ``path`` via a temporary sibling and a rename (parents are created)."""
+    atomic_write_with(path, lambda handle: handle.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

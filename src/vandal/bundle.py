@@ -230,7 +230,8 @@ def read_bundle(directory: str | os.PathLike) -> SavedDetector:
     if n_references < 0:
         raise IncompatibleBundleError(f"{where}: field 'n_references' must be >= 0, got {n_references}")
     for entry in entries:
-        if not isinstance(entry, dict) or entry.get("name") not in SOURCES or not isinstance(entry.get("meta"), dict):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or name not in SOURCES or not isinstance(entry.get("meta"), dict):
             raise IncompatibleBundleError(f"{where}: field 'sources' holds {entry!r}, not a known source; refit")
     if not entries:
         raise IncompatibleBundleError(f"{where}: field 'sources' is empty; the bundle is damaged, refit")

@@ -8,6 +8,7 @@ source gives a decision level of its own. Thresholds are the largest normal scor
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,9 @@ MAX_LOO_REFERENCES = 16  # leave-one-out cost grows with k^2; 16 folds are plent
 # normal test images scored up to ~2.7x the perturbed-reference maximum (k = 1) and ~1.2-1.4x the
 # leave-one-out maximum (k >= 2), while defects scored above both margins.
 CALIBRATION_MARGIN = {"leave-one-out": 1.25, "perturbed-reference": 2.5}
+# Leave-one-out map maxima below this per tap are float noise (identical references give ~1e-7);
+# the smallest real threshold seen is ~4e-3 (a tiny random CLIP), bottle's ~0.1 per tap.
+DEGENERATE_DISTANCE = 1e-4
 
 
 def left_out(sources: list[ScoreSource], index: int, item: EmbeddedImage, sigma: float) -> ScoredImage:
@@ -34,12 +38,33 @@ def left_out(sources: list[ScoreSource], index: int, item: EmbeddedImage, sigma:
     return collect(item, [(s, s.score_left_out(index, item)) for s in sources], item.embedder.size, sigma)
 
 
-def _from_scored(sources: list[ScoreSource], scored: list[ScoredImage], method: str) -> Calibration:
+class DegenerateReferencesWarning(UserWarning):
+    """The references are (near-)identical copies: leave-one-out cannot measure normal variation."""
+
+
+def _from_scored(sources: list[ScoreSource], scored: list[ScoredImage], method: str, label: str = "") -> Calibration:
     scales = fusion_scales(scored) if any(s.fusion == "mean" for s in sources) else None
     fused = [fuse(s, scales) for s in scored]
     calibration = calibrate([f[1] for f in fused], [float(f[0].amax()) for f in fused], method,
                             CALIBRATION_MARGIN[method])
-    return replace(calibration, scales=list(scales) if scales else None)
+    return replace(calibration, scales=list(scales) if scales else None, method=method + label)
+
+
+def _perturbed(sources: list[ScoreSource], embedder: Embedder, sigma: float, reference: EmbeddedImage,
+               label: str = "") -> Calibration:
+    """Small perturbations of one reference scored against the whole memory (one view at a time, so
+    a large image is never held in several copies)."""
+    scored = []
+    for view in augment(reference.image, calibration_transforms()):
+        item = embedder.image(view)
+        scored.append(collect(item, [(s, s.score(item)) for s in sources], embedder.size, sigma))
+        del item, view
+    return _from_scored(sources, scored, "perturbed-reference", label)
+
+
+def degenerate(calibration: Calibration, taps: int) -> bool:
+    """Leave-one-out maps all (near) zero: every reference has an identical twin among the others."""
+    return max(calibration.map_maxima) < DEGENERATE_DISTANCE * taps
 
 
 def calibrate_sources(sources: list[ScoreSource], embedder: Embedder, sigma: float, references: list[EmbeddedImage],
@@ -56,10 +81,14 @@ def calibrate_sources(sources: list[ScoreSource], embedder: Embedder, sigma: flo
         count = min(len(references), MAX_LOO_REFERENCES)
         scored = [left_out(sources, i, references[i], sigma)
                   for i in tqdm(range(count), desc="fit: calibrating (leave-one-out)", disable=not progress)]
-        return _from_scored(sources, scored, "leave-one-out")
-    items = [embedder.image(view) for view in augment(references[0].image, calibration_transforms())]
-    scored = [collect(item, [(s, s.score(item)) for s in sources], embedder.size, sigma) for item in items]
-    return _from_scored(sources, scored, "perturbed-reference")
+        calibration = _from_scored(sources, scored, "leave-one-out")
+        if not degenerate(calibration, len(embedder.backbone.spec.taps)):
+            return calibration
+        warnings.warn("the references are identical (or near-identical) copies, so leaving one out measures no "
+                      "normal variation; calibrated on small perturbations of one reference instead. Fit on "
+                      "varied normal images for a reliable threshold.", DegenerateReferencesWarning, stacklevel=3)
+        return _perturbed(sources, embedder, sigma, references[0], " (references near-identical)")
+    return _perturbed(sources, embedder, sigma, references[0])
 
 
 def extend_calibration(old: Calibration, sources: list[ScoreSource], sigma: float, items: list[EmbeddedImage],

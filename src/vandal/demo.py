@@ -52,7 +52,7 @@ def run_demo(data: Path | None, shots: int, per_class: int, out: Path, backbone:
         labels += [1] * len(picked)
     print(f"demo: fitting on {len(references)} nominal image(s) from {nominal_dir}")
     detector = Detector(backbone=backbone, device=device).fit(references)
-    scores = write_outputs(detector, test, out).scores
+    scores = write_outputs(detector, test, out, overwrite=True).scores  # the demo owns its folder
     value = auroc(np.array(labels), np.array([scores[str(p)] for p in test]))
     kinds = ", ".join(f"{p.name}" for p in defect_dirs)
     print(f"demo: {len(test)} test images (nominal + {kinds}); image AUROC = {value:.3f}")

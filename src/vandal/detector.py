@@ -12,23 +12,34 @@ maps and scores (:mod:`vandal.scoring.fusion`), smooths, and calibrates on the r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .config import FIELDS, DetectorConfig, from_dict, stage_of
-from .data.images import ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe, load_image
-from .embedding import EmbeddedImage, Embedder
+from .data.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageInput,
+    UnreadableImageError,
+    as_image_list,
+    decode_ahead,
+    describe,
+    load_image,
+)
+from .embedding import PRECISIONS, EmbeddedImage, Embedder
 from .memory.augment import Transform, paper_transforms
-from .prediction import Prediction
-from .scoring.calibration import DECISION_LEVEL
-from .scoring.fusion import ScoredImage, collect, fuse
+from .prediction import Prediction, decide
+from .scoring.fusion import ScoredImage, collect
 from .sources import SOURCES, ScoreSource
 
-RUNTIME = ("device", "batch_size", "progress")
+if TYPE_CHECKING:
+    from .export.onnx_detector import OnnxDetector
+
+RUNTIME = ("device", "batch_size", "progress", "max_pixels", "allow_download", "precision")
 
 
 def resolve_device(device: str | None) -> str:
@@ -61,18 +72,30 @@ class Detector:
 
     config: a :class:`~vandal.config.DetectorConfig` (or its dict); preset: a preset name
     (``vandal presets``); settings: any config field by alias or dotted key, on top
-    (``Detector(neighbourhood=(1, 3, 5), augment=True)``). device: cpu, cuda or auto; batch_size:
-    images per backbone forward; progress: progress bars.
+    (``Detector(neighbourhood=(1, 3, 5), augment=True)``). Runtime options (not saved): device:
+    cpu, cuda or auto; batch_size: images per backbone forward; progress: progress bars;
+    max_pixels: larger inputs are refused as unreadable (decompression bombs; None: no limit);
+    allow_download: whether a Hugging Face id may be downloaded (``load`` defaults to no);
+    precision: ``float32``, or ``bfloat16``/``float16`` autocast of the frozen backbone (GPU speed).
     """
 
     def __init__(self, config: DetectorConfig | Mapping | None = None, *, preset: str | None = None,
-                 device: str = "auto", batch_size: int = 8, progress: bool = True, **settings: Any):
+                 device: str = "auto", batch_size: int = 8, progress: bool = True,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = True,
+                 precision: str = "float32", **settings: Any):
         self.config = make_config(config, preset, settings)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if max_pixels is not None and max_pixels < 4:
+            raise ValueError(f"max_pixels must be at least 4 (a 2 x 2 image) or None, got {max_pixels}")
         self.device = device
         self.batch_size = batch_size
         self.progress = progress
+        self.max_pixels = max_pixels
+        self.allow_download = allow_download
+        self.precision = precision
 
     # ------------------------------------------------------------------ scikit-learn contract
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -130,6 +153,8 @@ class Detector:
         built = getattr(self, "_built", None)
         if built is None or built[0] != (cfg.backbone, device):
             options = {"hidden_act": cfg.backbone.hidden_act} if cfg.backbone.hidden_act else {}
+            if not self.allow_download:
+                options["offline"] = True
             backbone = create_backbone(cfg.backbone.name, cfg.backbone.image_size, cfg.backbone.taps,
                                        device=device, **options)
             self._built = ((cfg.backbone, device), backbone)
@@ -139,10 +164,11 @@ class Detector:
         if any(SOURCES[name].uses_objects for name in names):
             from .segmentation import create_segmenter
 
-            options = {} if cfg.objects.segmenter == "classical" else {"device": device}
+            options = {} if cfg.objects.segmenter == "classical" else {"device": device,
+                                                                        "offline": not self.allow_download}
             segmenter = create_segmenter(cfg.objects.segmenter, **options)
         self.embedder_ = Embedder(self.backbone_, cfg.views.resize, self.batch_size, device, segmenter,
-                                  cfg.objects.align)
+                                  cfg.objects.align, self.precision)
         return [SOURCES[name](cfg, self.embedder_) for name in names]
 
     def _wanted(self, has_references: bool) -> list[str]:
@@ -157,7 +183,7 @@ class Detector:
         """Learn from normal images (none: zero-shot / mutual) and calibrate on them; returns self."""
         from .calibrating import calibrate_sources
 
-        images = [load_image(x) for x in as_image_list(normal_images)]
+        images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
         # What a source learned without references (text features, adapters) carries over a refit.
         carried = {s.name: (s.state_dict(), s.meta()) for s in getattr(self, "sources_", [])
                    if s.carries_over(self.config)}
@@ -189,7 +215,7 @@ class Detector:
         from .calibrating import extend_calibration
 
         self._check_fitted()
-        images = [load_image(x) for x in as_image_list(normal_images)]
+        images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
         if not images:
             raise ValueError("add_references needs at least one image")
         if not self.n_references_:
@@ -225,59 +251,73 @@ class Detector:
         return self._prediction(self.score_item(self.embedder_.image(image, name)), name, grid)
 
     def _prediction(self, scored: ScoredImage, name: str | None, grid: bool = False) -> Prediction:
-        raw, raw_score = fuse(scored, self.calibration_.scales, grid)
-        raw_map = raw.cpu().numpy().astype(np.float32)
-        anomaly_map = self.calibration_.pixel(raw_map).astype(np.float32)
-        pred_score = float(self.calibration_.image(raw_score))
-        post = self.config.post
-        image_level = DECISION_LEVEL if post.image_threshold is None else post.image_threshold
-        pixel_level = DECISION_LEVEL if post.pixel_threshold is None else post.pixel_threshold
-        # Written as "not below": a NaN score or pixel is flagged, never passed as normal.
-        return Prediction(pred_score=pred_score, anomaly_map=anomaly_map, pred_label=not pred_score <= image_level,
-                          pred_mask=~(anomaly_map <= pixel_level), raw_score=raw_score, path=name,
-                          text_score=scored.text)
+        return decide(scored, self.calibration_, self.config.post, name, grid)
 
-    def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
-                     total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
-        """Predict lazily, one image at a time (memory stays flat for any number of images).
+    def predict_stream(self, images: Iterable[ImageInput], total: int | None = None
+                       ) -> Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError, Prediction | None]]:
+        """``(input, decoded image or its error, prediction or None)`` in input order.
 
-        With ``skip_unreadable``, an unreadable input yields its :class:`UnreadableImageError`
-        instead of stopping the run.
+        Decoding runs ahead in a thread and ``batch_size`` images share each backbone forward;
+        memory stays flat for any number of images. Transductive sources see every image first.
         """
         self._check_fitted()
         if total is None and hasattr(images, "__len__"):
             total = len(images)  # type: ignore[arg-type]
         if self.transductive:
-            yield from self._iter_predict_batch(images, skip_unreadable)
+            yield from self._stream_transductive(images)
             return
-        decoded = tqdm(decode_ahead(images), desc="predict", unit="img", total=total, disable=not self.progress)
-        for index, (item, image) in enumerate(decoded):
-            if isinstance(image, UnreadableImageError):
-                if not skip_unreadable:
-                    raise image
-                yield image
-                continue
-            yield self.predict_image(image, describe(item, index))
+        # Decoding and resizing to the backbone's input run ahead in threads: one on a CPU device (the
+        # cores belong to the backbone), several feeding a GPU.
+        workers = 1 if self.device_ == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+        decoded = tqdm(enumerate(decode_ahead(images, self.max_pixels, ahead=self.batch_size, workers=workers,
+                                              prepare=self.embedder_.views)),
+                       desc="predict", unit="img", total=total, disable=not self.progress)
+        chunk: list = []
+        for index, (entry, decoded_item) in decoded:
+            if isinstance(decoded_item, UnreadableImageError):
+                chunk.append((entry, decoded_item, None))
+            else:
+                image, views = decoded_item
+                chunk.append((entry, image, self.embedder_.image(image, describe(entry, index), views)))
+            if len(chunk) == self.batch_size:
+                yield from self._score_chunk(chunk)
+                chunk = []
+        yield from self._score_chunk(chunk)
 
-    def _iter_predict_batch(self, images: Iterable[ImageInput], skip_unreadable: bool
-                            ) -> Iterator[Prediction | UnreadableImageError]:
+    def _score_chunk(self, chunk: list) -> Iterator[tuple]:
+        self.embedder_.embed_items([item for _, _, item in chunk if item is not None])
+        for entry, image, item in chunk:
+            yield entry, image, None if item is None else self._prediction(self.score_item(item), item.name)
+
+    def _stream_transductive(self, images: Iterable[ImageInput]) -> Iterator[tuple]:
         """Transductive sources need every image before any is scored."""
-        items, errors = [], []
-        for index, entry in enumerate(images):
-            try:
-                items.append(self.embedder_.image(load_image(entry), describe(entry, index)))
-            except UnreadableImageError as error:
-                if not skip_unreadable:
-                    raise
-                errors.append(error)
-        yield from errors
-        if not items:
-            return
-        answers = [source.score_batch(items) for source in self.sources_]
-        for i, item in enumerate(items):
-            scored = collect(item, [(s, a[i]) for s, a in zip(self.sources_, answers)], self.embedder_.size,
+        entries = [(entry, image, None if isinstance(image, UnreadableImageError)
+                    else self.embedder_.image(image, describe(entry, index)))
+                   for index, (entry, image) in enumerate(decode_ahead(images, self.max_pixels))]
+        items = [item for _, _, item in entries if item is not None]
+        answers = iter([])
+        if items:
+            scores = [source.score_batch(items) for source in self.sources_]
+            answers = iter(zip(*scores))
+        for entry, image, item in entries:
+            if item is None:
+                yield entry, image, None
+                continue
+            scored = collect(item, list(zip(self.sources_, next(answers))), self.embedder_.size,
                              self.config.post.smoothing_sigma)
-            yield self._prediction(scored, item.name)
+            yield entry, image, self._prediction(scored, item.name)
+
+    def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
+                     total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
+        """Predict lazily (see :meth:`predict_stream`). With ``skip_unreadable``, an unreadable input
+        yields its :class:`UnreadableImageError` instead of stopping the run."""
+        for _, image, prediction in self.predict_stream(images, total):
+            if prediction is not None:
+                yield prediction
+            elif not skip_unreadable:
+                raise image
+            else:
+                yield image
 
     def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
         """Images (paths, PIL images or arrays) -> one :class:`Prediction` each."""
@@ -294,13 +334,28 @@ class Detector:
                                                  self.calibration_))
 
     @classmethod
-    def load(cls, directory: str, device: str = "auto", progress: bool = True, batch_size: int = 8) -> Detector:
-        """Rebuild a detector saved by :meth:`save`; refuses damaged or incompatible bundles."""
-        from .bundle import check_backbone, read_bundle, restore_sources
+    def load(cls, directory: str, device: str = "auto", progress: bool = True, batch_size: int = 8,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = False,
+             precision: str = "float32") -> Detector | OnnxDetector:
+        """Rebuild a detector saved by :meth:`save`; refuses damaged or incompatible bundles. A bundle
+        naming a Hugging Face model loads it from the local cache only, unless ``allow_download``. A path
+        ending in ``.onnx`` (``vandal export``) loads an :class:`~vandal.export.OnnxDetector` instead: the
+        same ``predict`` surface, run by onnxruntime."""
+        from .bundle import IncompatibleBundleError, check_backbone, read_bundle, restore_sources
 
+        if str(directory).endswith(".onnx"):
+            from .export.onnx_detector import OnnxDetector
+
+            return OnnxDetector.load(directory, device=device, progress=progress, batch_size=batch_size,
+                                     max_pixels=max_pixels)
         saved = read_bundle(directory)
-        detector = cls(saved.config, device=device, progress=progress, batch_size=batch_size)
-        sources = detector._setup(saved.sources)
+        detector = cls(saved.config, device=device, progress=progress, batch_size=batch_size, max_pixels=max_pixels,
+                       allow_download=allow_download, precision=precision)
+        try:
+            sources = detector._setup(saved.sources)
+        except (ValueError, TypeError, KeyError) as error:  # a cache miss (OSError) is not damage: it stays
+            raise IncompatibleBundleError(f"{directory}: cannot rebuild its detector ({error}); the bundle is "
+                                          "damaged or from another setup, refit") from error
         check_backbone(saved.backbone, detector.backbone_.spec.to_dict(), directory)
         restore_sources(sources, saved)
         detector.sources_ = sources

@@ -9,6 +9,7 @@ references as test images) reuses them instead of embedding them again.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -21,6 +22,8 @@ from .memory.align import turn_half
 from .memory.augment import Transform, augment
 from .memory.individual import ObjectCrop, crop_inputs, crop_object, find_objects
 
+PRECISIONS = ("float32", "bfloat16", "float16")
+
 
 def take(out: BackboneOutput, rows: torch.Tensor | slice) -> BackboneOutput:
     """The rows ``rows`` of every tap (and of the global embedding)."""
@@ -32,17 +35,26 @@ class Embedder:
     """The frozen backbone (and segmenter) behind every source: batching, device, views, object crops.
 
     resize: the view policy (``squash``, ``pad``, ``tile``). segmenter: object segmenter (None when no
-    source needs objects). align: orientation-normalised object crops.
+    source needs objects). align: orientation-normalised object crops. precision: ``float32``, or
+    ``bfloat16`` / ``float16`` autocast for the frozen backbone (outputs are float32 either way).
     """
 
     def __init__(self, backbone: Backbone, resize: str, batch_size: int, device: str,
-                 segmenter=None, align: bool = True):
+                 segmenter=None, align: bool = True, precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.backbone = backbone
         self.resize = resize
         self.batch_size = batch_size
         self.device = device
         self.segmenter = segmenter
         self.align = align
+        self.precision = precision
+
+    def _autocast(self):
+        if self.precision == "float32":
+            return nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=getattr(torch, self.precision))
 
     @property
     def size(self) -> int:
@@ -52,7 +64,7 @@ class Embedder:
         """``[N, 3, S, S]`` -> taps and global embeddings (float32) on the device, ``batch_size`` at a time."""
         taps: list[list[torch.Tensor]] = []
         globals_: list[torch.Tensor] = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             for start in range(0, inputs.shape[0], self.batch_size):
                 out = self.backbone(inputs[start: start + self.batch_size].to(self.device))
                 taps.append([t.float() for t in out.taps])
@@ -65,8 +77,23 @@ class Embedder:
         """``[H, W, 3]`` uint8 -> (views, ``[V, 3, S, S]`` inputs) under the resize policy."""
         return image_views(image, self.size, self.backbone.preprocessing, self.resize)
 
-    def image(self, image: np.ndarray, name: str | None = None) -> EmbeddedImage:
-        return EmbeddedImage(self, image, name)
+    def image(self, image: np.ndarray, name: str | None = None,
+              views: tuple[list[View], torch.Tensor] | None = None) -> EmbeddedImage:
+        """``views``: the image's views and inputs when already made (e.g. in a decoding thread)."""
+        return EmbeddedImage(self, image, name, views=views)
+
+    def embed_items(self, items: list[EmbeddedImage]) -> None:
+        """Embed the views of several images in shared forwards (``batch_size`` views each): one
+        batched forward serves many images, which a GPU needs to be busy."""
+        todo = [item for item in items if "output" not in item.__dict__]
+        if len(todo) < 2:
+            return
+        counts = [item.inputs.shape[0] for item in todo]
+        out = self.embed(torch.cat([item.inputs for item in todo]))
+        start = 0
+        for item, count in zip(todo, counts):
+            item.prime(output=take(out, slice(start, start + count)))
+            start += count
 
     def reference(self, image: np.ndarray, transforms: list[Transform]) -> EmbeddedReference:
         return EmbeddedReference(self, image, transforms)

@@ -310,7 +310,8 @@ def aupro_legacy(
 ) -> float:
     """AU-PRO as computed by the APRIL-GAN code (``cal_pro_score``); NOT the MVTec definition.
 
-    Thresholds ``np.arange(min, max, (max - min) / num_thresholds)`` (float64); at each, pixels
+    Thresholds ``np.arange(min, max, (max - min) / num_thresholds)`` computed in the maps' own
+    dtype, as the reference computes them on its float32 array (METHOD section 8); at each, pixels
     with score > t are positive; PRO = mean over 8-connected ground-truth regions (per image) of the
     overlap ratio, FPR = FP / all anomaly-free pixels. Points with FPR < ``fpr_limit`` are kept,
     their FPRs min-max rescaled to [0, 1], and PRO integrated over them by the trapezoid rule.
@@ -326,9 +327,10 @@ def aupro_legacy(
         raise ValueError("AU-PRO needs both anomalous and anomaly-free pixels")
     area = np.bincount(region_of_pixel, minlength=n_regions)
     # np.min/np.max propagate NaN, so one finiteness check of the extremes covers every pixel.
-    lo = float(np.min([np.min(m) for m in map_list]))
-    hi = float(np.max([np.max(m) for m in map_list]))
-    _check_finite(np.array([lo, hi]), "maps")
+    dtype = np.result_type(*map_list)
+    lo = np.min([np.min(m) for m in map_list]).astype(dtype)
+    hi = np.max([np.max(m) for m in map_list]).astype(dtype)
+    _check_finite(np.array([lo, hi], dtype=np.float64), "maps")
     if hi == lo:
         raise ValueError("maps are constant: no thresholds to evaluate")
     pros, fprs = [], []

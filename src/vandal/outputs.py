@@ -1,29 +1,38 @@
-"""Writing results so that a failure never leaves half-written files: write aside, then rename."""
+"""Files of a prediction run: PNG, NPY and CSV written atomically, unique output names, safe CSV cells,
+and a bounded background writer that keeps encoding off the scoring thread."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, atomic_write_with
 
-CSV_HEADER = ["path", "pred_score", "pred_label", "map_file"]
+CSV_HEADER = ["path", "pred_score", "pred_label", "overlay_file", "mask_file", "map_file"]
+# zlib level 1: on 900 x 900 overlays ~5x faster than PIL's default 6, files ~25% larger.
+PNG_COMPRESS_LEVEL = 1
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def write_png(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_with(path, lambda handle: Image.fromarray(array).save(handle, format="PNG",
+                                                                        compress_level=PNG_COMPRESS_LEVEL))
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_with(path, lambda handle: np.save(handle, array))
+
+
+def safe_cell(text: str) -> str:
+    """A text cell a spreadsheet will not run as a formula (OWASP CSV injection: prefix a quote)."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -55,3 +64,47 @@ def unique_stems(names: list[str]) -> list[str]:
         used.add(candidate.lower())
         final.append(candidate)
     return final
+
+
+class BackgroundWriter:
+    """Runs write jobs on ``workers`` threads with a bounded backlog, so memory stays bounded.
+
+    PNG and zlib release the GIL, so encoding overlaps the next image's backbone forward. The
+    backlog is counted in pixels (``budget``): many small images may wait, one huge image waits
+    alone. A job's error is raised in the caller at the next submit or at :meth:`close`.
+    """
+
+    def __init__(self, workers: int = 2, budget: int = 16_000_000):
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vandal-write")
+        self._queue: deque[tuple[Future, int]] = deque()
+        self._budget = budget
+        self._queued = 0
+
+    def _wait_oldest(self) -> None:
+        future, cost = self._queue.popleft()
+        self._queued -= cost
+        future.result()
+
+    def submit(self, job: Callable[[], None], cost: int = 1) -> None:
+        """Queue ``job`` (``cost``: the pixels it holds), after older jobs free enough of the budget."""
+        while self._queue and self._queued + cost > self._budget:
+            self._wait_oldest()
+        self._queue.append((self._pool.submit(job), cost))
+        self._queued += cost
+
+    def close(self) -> None:
+        """Wait for every job; raise the first error."""
+        try:
+            while self._queue:
+                self._wait_oldest()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:  # already failing: wait for running jobs, keep the first error
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,10 +1,16 @@
-"""What the detector returns for one image."""
+"""What the detector returns for one image, and how fused answers become it (shared by every runtime)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .config import PostConfig
+    from .scoring.calibration import Calibration
+    from .scoring.fusion import ScoredImage
 
 
 @dataclass
@@ -27,3 +33,24 @@ class Prediction:
     raw_score: float
     path: str | None = None
     text_score: float | None = None
+
+
+def decide(scored: ScoredImage, calibration: Calibration, post: PostConfig, name: str | None = None,
+           grid: bool = False) -> Prediction:
+    """One image's fused answers -> its :class:`Prediction`: views merged back to the image's size (or
+    kept on the input grid, ``grid``), the image score taken on that map, both calibrated, then the
+    decision levels applied. The torch detector and the ONNX runtime both end here."""
+    from .scoring.calibration import DECISION_LEVEL
+    from .scoring.fusion import fuse
+
+    raw, raw_score = fuse(scored, calibration.scales, grid)
+    # Calibrated in place on the map's own memory: a 6000 x 6000 map is 144 MB a copy.
+    anomaly_map = raw.float().cpu().numpy()
+    calibration.pixel(anomaly_map, out=anomaly_map)
+    pred_score = float(calibration.image(raw_score))
+    image_level = DECISION_LEVEL if post.image_threshold is None else post.image_threshold
+    pixel_level = DECISION_LEVEL if post.pixel_threshold is None else post.pixel_threshold
+    # Written as "not below": a NaN score or pixel is flagged, never passed as normal.
+    return Prediction(pred_score=pred_score, anomaly_map=anomaly_map, pred_label=not pred_score <= image_level,
+                      pred_mask=~(anomaly_map <= pixel_level), raw_score=raw_score, path=name,
+                      text_score=scored.text)

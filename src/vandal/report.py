@@ -1,17 +1,21 @@
-"""Writing a prediction run to disk: predictions.csv, overlays/, masks/, maps/ (and skipped.csv)."""
+"""Writing a prediction run to disk: predictions.csv, overlays/, masks/, maps/ (and skipped.csv).
+
+predictions.csv columns: ``path, pred_score, pred_label, overlay_file, mask_file, map_file`` (file
+columns relative to the output folder; ``map_file`` empty without ``--save-maps``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .data.images import UnreadableImageError, decode_ahead
-from .outputs import CSV_HEADER, unique_stems, write_csv, write_npy, write_png
+from .data.images import UnreadableImageError
+from .outputs import CSV_HEADER, BackgroundWriter, safe_cell, unique_stems, write_csv, write_npy, write_png
+from .run_folder import claim
 from .scoring.calibration import DECISION_LEVEL
 from .visualize import mask_image, overlay
 
@@ -19,64 +23,78 @@ if TYPE_CHECKING:
     from .detector import Detector
 
 
-def _scored(detector: Detector, paths: list[Path]) -> Iterator[tuple[Path, object, object]]:
-    """(path, image or its UnreadableImageError, prediction or None), in input order."""
-    if detector.transductive:
-        # Transductive: every image must be seen before any is scored; decode again for overlays.
-        readable = [p for p, image in decode_ahead(paths) if not isinstance(image, UnreadableImageError)]
-        predictions = iter(detector.predict(readable)) if readable else iter(())
-        for path, image in decode_ahead(paths):
-            yield path, image, None if isinstance(image, UnreadableImageError) else next(predictions)
-        return
-    for path, image in tqdm(decode_ahead(paths), total=len(paths), desc="predict", unit="img",
-                            disable=not detector.progress):
-        prediction = None if isinstance(image, UnreadableImageError) else detector.predict_image(image, str(path))
-        yield path, image, prediction
-
-
 @dataclass
 class RunReport:
-    """What a prediction run wrote: each scored path's ``pred_score``, the skipped paths, a summary."""
+    """What a prediction run wrote: each scored path's ``pred_score``, the skipped paths, the CSV rows,
+    a summary."""
 
     scores: dict[str, float]
     skipped: list[str]
     summary: str
+    rows: list[dict[str, str]] = field(default_factory=list)
+
+
+def write_files(out: Path, stem: str, image: np.ndarray, prediction, level: float, save_maps: bool) -> None:
+    """One image's overlay, mask and (optionally) map; the decoded image is drawn on in place."""
+    write_png(out / "overlays" / f"{stem}.png",
+              overlay(image, prediction.anomaly_map, level=level, mask=prediction.pred_mask, out=image))
+    write_png(out / "masks" / f"{stem}.png", mask_image(prediction.pred_mask))
+    if save_maps:
+        write_npy(out / "maps" / f"{stem}.npy", prediction.anomaly_map.astype(np.float16))
+
+
+def planned_files(stems: list[str], save_maps: bool) -> list[str]:
+    """Every file a run may write per image (relative to the output folder), for :func:`~vandal.run_folder.claim`."""
+    return [f"{d}/{s}.{e}" for s in stems for d, e in (("overlays", "png"), ("masks", "png"))
+            + ((("maps", "npy"),) if save_maps else ())]
+
+
+def prediction_row(path: str, pred_score: float, pred_label: bool, stem: str, save_maps: bool) -> dict[str, str]:
+    """One ``predictions.csv`` row (:data:`~vandal.outputs.CSV_HEADER`), before CSV escaping."""
+    return {"path": path, "pred_score": f"{pred_score:.6f}", "pred_label": str(pred_label).lower(),
+            "overlay_file": f"overlays/{stem}.png", "mask_file": f"masks/{stem}.png",
+            "map_file": f"maps/{stem}.npy" if save_maps else ""}
+
+
+def write_tables(out: Path, rows: list[dict[str, str]], skipped: list[list[str]]) -> None:
+    """``predictions.csv`` and, when images were skipped, ``skipped.csv``."""
+    write_csv(out / "predictions.csv", CSV_HEADER, [[safe_cell(r[k]) for k in CSV_HEADER] for r in rows])
+    if skipped:
+        write_csv(out / "skipped.csv", ["path", "reason"], skipped)
+
+
+def run_report(out: Path, rows: list[dict[str, str]], skipped: list[list[str]], scores: dict[str, float]) -> RunReport:
+    flagged = sum(row["pred_label"] == "true" for row in rows)
+    summary = (f"{len(rows)} image(s) scored, {flagged} flagged anomalous"
+               f"{f', {len(skipped)} skipped (see skipped.csv)' if skipped else ''}; results in {out}/predictions.csv")
+    return RunReport(scores=scores, skipped=[row[0] for row in skipped], summary=summary, rows=rows)
 
 
 def write_outputs(detector: Detector, paths: list[Path], out: Path, save_maps: bool = False,
-                  skip_unreadable: bool = False) -> RunReport:
-    """Predict every path and write its results.
+                  skip_unreadable: bool = False, overwrite: bool = False) -> RunReport:
+    """Predict every path and write its results into ``out`` (see :mod:`vandal.run_folder`).
 
     Every file is written aside and renamed into place, so an interruption leaves only whole
-    files. Unreadable inputs raise :class:`UnreadableImageError` naming the file, or, with
-    ``skip_unreadable``, are listed in ``skipped.csv`` with the reason.
+    files; overlays and masks are encoded on background threads while the next image is scored.
+    Unreadable inputs raise :class:`UnreadableImageError` naming the file, or, with
+    ``skip_unreadable``, are listed in ``skipped.csv`` with the reason. ``out`` must be new or
+    empty unless ``overwrite``, which replaces only an earlier vandal run's files.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     stems = unique_stems([str(p) for p in paths])
     rows, skipped, scores = [], [], {}
     level = detector.config.post.pixel_threshold or DECISION_LEVEL
     stem_of = dict(zip(map(str, paths), stems))
-    for path, image, prediction in _scored(detector, paths):
-        if isinstance(image, UnreadableImageError):
-            if not skip_unreadable:
-                raise image
-            skipped.append([str(path), str(image)])
-            continue
-        stem = stem_of[str(path)]
-        write_png(out / "overlays" / f"{stem}.png",
-                  overlay(image, prediction.anomaly_map, level=level, mask=prediction.pred_mask))
-        write_png(out / "masks" / f"{stem}.png", mask_image(prediction.pred_mask))
-        map_file = ""
-        if save_maps:
-            map_file = f"maps/{stem}.npy"
-            write_npy(out / map_file, prediction.anomaly_map.astype(np.float16))
-        rows.append([str(path), f"{prediction.pred_score:.6f}", str(prediction.pred_label).lower(), map_file])
-        scores[str(path)] = prediction.pred_score
-    write_csv(out / "predictions.csv", CSV_HEADER, rows)
-    if skipped:
-        write_csv(out / "skipped.csv", ["path", "reason"], skipped)
-    flagged = sum(row[2] == "true" for row in rows)
-    summary = (f"{len(rows)} image(s) scored, {flagged} flagged anomalous"
-               f"{f', {len(skipped)} skipped (see skipped.csv)' if skipped else ''}; results in {out}/predictions.csv")
-    return RunReport(scores=scores, skipped=[row[0] for row in skipped], summary=summary)
+    with claim(out, planned_files(stems, save_maps), overwrite) as out, BackgroundWriter() as writer:
+        for path, image, prediction in detector.predict_stream(paths):
+            if isinstance(image, UnreadableImageError):
+                if not skip_unreadable:
+                    raise image
+                skipped.append([safe_cell(str(path)), str(image)])
+                continue
+            stem = stem_of[str(path)]
+            writer.submit(partial(write_files, out, stem, image, prediction, level, save_maps), image.size // 3)
+            rows.append(prediction_row(str(path), prediction.pred_score, prediction.pred_label, stem, save_maps))
+            scores[str(path)] = prediction.pred_score
+        writer.close()
+        write_tables(out, rows, skipped)
+    return run_report(out, rows, skipped, scores)

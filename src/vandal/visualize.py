@@ -20,13 +20,26 @@ def _band_rows(width: int) -> int:
     return max(1, _BAND_PIXELS // max(1, width))
 
 
-def _colours(values: np.ndarray) -> np.ndarray:
-    """The colour ramp on one band: floats in [0, 1] -> uint8 colours. NaN is drawn at the top of the
-    scale (the most anomalous colour), never as a quiet "normal"."""
-    scaled = np.clip(np.nan_to_num(values, nan=1.0), 0.0, 1.0) * (len(_ANCHORS) - 1)
+def _ramp(values: np.ndarray) -> np.ndarray:
+    """The colour ramp: floats in [0, 1] -> uint8 colours (interpolated between the anchors)."""
+    scaled = np.clip(values, 0.0, 1.0) * (len(_ANCHORS) - 1)
     low = np.floor(scaled).astype(int).clip(0, len(_ANCHORS) - 2)
     frac = (scaled - low)[..., None]
     return (_ANCHORS[low] * (1 - frac) + _ANCHORS[low + 1] * frac).round().astype(np.uint8)
+
+
+# 256 colours, looked up per pixel: ~10x faster than evaluating the ramp per pixel (issue 10's
+# profile: 1.2 s of 25 s went to the per-pixel ramp on ten 900 x 900 images).
+_LUT = _ramp(np.linspace(0.0, 1.0, 256, dtype=np.float32))
+
+
+def _indices(values: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Floats (times ``scale``) in [0, 1] -> LUT indices 0..255; NaN -> 255, the most anomalous colour."""
+    scaled = np.multiply(values, np.float32(255.0 * scale), dtype=np.float32)
+    np.nan_to_num(scaled, copy=False, nan=255.0)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    scaled += 0.5
+    return scaled.astype(np.uint8)
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
@@ -34,7 +47,7 @@ def colormap(values: np.ndarray) -> np.ndarray:
     out = np.empty((*values.shape, 3), dtype=np.uint8)
     rows = _band_rows(values.shape[-1] if values.ndim > 1 else 1)
     for top in range(0, values.shape[0], rows):
-        out[top: top + rows] = _colours(values[top: top + rows])
+        out[top: top + rows] = _LUT[_indices(values[top: top + rows])]
     return out
 
 
@@ -46,15 +59,19 @@ def overlay(image: np.ndarray, anomaly_map: np.ndarray, level: float = 0.5, alph
     that the threshold sits in the middle and maps look alike across images. With ``mask``, its
     outline is drawn in white. ``out`` (``[H, W, 3]`` uint8) receives the result; it may be
     ``image`` itself, to draw in place when the image is no longer needed (saves 3 bytes a pixel).
+    Blending is integer arithmetic on uint16 (weights in 1/256), never a float copy of the image.
     """
     height, width = anomaly_map.shape
     blended = np.empty_like(image) if out is None else out
+    weight = np.uint16(round(alpha * 256))
     rows = _band_rows(width)
     for top in range(0, height, rows):
         band = slice(top, top + rows)
-        heat = _colours(anomaly_map[band] / (2.0 * level))
-        blended[band] = (image[band].astype(np.float32) * (1 - alpha)
-                         + heat.astype(np.float32) * alpha).round().astype(np.uint8)
+        heat = _LUT[_indices(anomaly_map[band], 1.0 / (2.0 * level))].astype(np.uint16)
+        mixed = image[band].astype(np.uint16) * (256 - weight)
+        mixed += heat * weight
+        mixed += 128
+        blended[band] = mixed >> 8
         if mask is not None:
             # The outline needs one row of context on each side of the band.
             above, below = min(top, 1), min(height - min(height, top + rows), 1)

@@ -11,9 +11,12 @@ DEFAULT_BACKBONE = "efficientnet-lite2"
 DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
 
 
-def _build_efficientnet(name: str, image_size: int | None, taps: tuple[int, ...] | None, **kw) -> Backbone:
+def _build_efficientnet(name: str, image_size: int | None, taps: tuple[int, ...] | None, offline: bool = False,
+                        **kw) -> Backbone:
     from .efficientnet import DEFAULT_IMAGE_SIZE, EfficientNetLite2
 
+    if kw:  # the weights ship in a package: offline is always true, and nothing else is configurable
+        raise ValueError(f"{', '.join(sorted(kw))} only apply to CLIP backbones, not {name!r}")
     return EfficientNetLite2(image_size=image_size or DEFAULT_IMAGE_SIZE, taps=taps)
 
 

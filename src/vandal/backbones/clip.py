@@ -62,14 +62,18 @@ def _local_dir(name: str) -> Path | None:
     return path
 
 
-def _load_config(name: str, local: bool):
+def _load_config(name: str, local: bool, offline: bool = False):
     from transformers import AutoConfig, CLIPConfig
 
     try:
-        config = AutoConfig.from_pretrained(name, local_files_only=local)
+        config = AutoConfig.from_pretrained(name, local_files_only=local or offline)
     except (OSError, ValueError, KeyError) as err:
         if local:
             raise ValueError(f"{name!r} is not a CLIP model directory: {err}") from err
+        if offline:
+            raise OSError(f"Hugging Face model {name!r} is not in the local cache and downloading was not allowed: "
+                          "allow it once (--allow-download, or Detector.load(..., allow_download=True)), or refit "
+                          "with a local model directory") from err
         raise OSError(f"cannot fetch the config of Hugging Face model {name!r}: {err}") from err
     if not isinstance(config, CLIPConfig):
         raise ValueError(
@@ -79,7 +83,7 @@ def _load_config(name: str, local: bool):
     return config
 
 
-def _read_preprocessing(name: str, local_dir: Path | None) -> Preprocessing:
+def _read_preprocessing(name: str, local_dir: Path | None, offline: bool = False) -> Preprocessing:
     """mean/std/resample from ``preprocessor_config.json`` if the model has one, else OpenAI's."""
     path: str | None = None
     if local_dir is not None:
@@ -89,7 +93,7 @@ def _read_preprocessing(name: str, local_dir: Path | None) -> Preprocessing:
         from transformers.utils import cached_file
 
         try:  # a missing file or no network is not an error: the OpenAI defaults apply
-            path = cached_file(name, "preprocessor_config.json",
+            path = cached_file(name, "preprocessor_config.json", local_files_only=offline,
                                _raise_exceptions_for_missing_entries=False,
                                _raise_exceptions_for_connection_errors=False)
         except OSError:
@@ -126,20 +130,22 @@ class CLIPBackbone(Backbone):
     :func:`default_image_size`. taps: 1-based block indices; ``None`` gives the quarters of the
     depth. pos_antialias: how the position table is resized (see the module docstring).
     hidden_act: override the towers' activation (``"gelu"`` reproduces the reference code).
-    dtype: weights' dtype (float32 unless given).
+    dtype: weights' dtype (float32 unless given). offline: never download (a Hugging Face id must
+    already be in the local cache), as when a saved detector is loaded.
     """
 
     has_text = True
 
     def __init__(self, name: str, image_size: int | None = None, taps: tuple[int, ...] | None = None,
                  pos_antialias: bool = True, hidden_act: str | None = None,
-                 dtype: torch.dtype | str | None = None):
+                 dtype: torch.dtype | str | None = None, offline: bool = False):
         super().__init__()
         from transformers import AutoTokenizer, CLIPModel
 
         local_dir = _local_dir(name)
         local = local_dir is not None
-        config = _load_config(name, local)
+        config = _load_config(name, local, offline)
+        local = local or offline  # from here on: files only
         if hidden_act is not None:
             config.vision_config.hidden_act = hidden_act
             config.text_config.hidden_act = hidden_act
@@ -176,7 +182,7 @@ class CLIPBackbone(Backbone):
             taps=taps,
             tap_dims=(vision_config.hidden_size,) * len(taps),
             embed_dim=config.projection_dim,
-            preprocessing=_read_preprocessing(name, local_dir),
+            preprocessing=_read_preprocessing(name, local_dir, offline),
             extra={"patch_size": patch, "native_image_size": native, "depth": depth,
                    "pos_antialias": pos_antialias, "hidden_act": vision_config.hidden_act},
         )

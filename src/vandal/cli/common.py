@@ -20,6 +20,17 @@ skip_option = click.option("--skip-unreadable", is_flag=True,
                            help="Skip unreadable images (listed, with the reason) instead of stopping.")
 recursive_option = click.option("--recursive", is_flag=True,
                                 help="Look for images in subfolders too (the output folder is skipped).")
+max_pixels_option = click.option("--max-pixels", type=click.IntRange(min=4), default=100_000_000, show_default=True,
+                                 help="Refuse larger images as unreadable (decompression bombs); raise it for huge "
+                                      "scans.")
+
+
+def pixel_limit(max_pixels: int) -> int:
+    """The command line owns its process: vandal's limit replaces Pillow's own bomb guard."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    return max_pixels
 
 
 class UserError(click.ClickException):
@@ -68,7 +79,7 @@ def gather_images(paths: Sequence[Path], recursive: bool = False, exclude: Seque
     return images
 
 
-def load_readable(paths: list[Path], skip_unreadable: bool, max_pixels: int | None = None
+def load_readable(paths: list[Path], skip_unreadable: bool, max_pixels: int | None
                   ) -> tuple[list, list[tuple[str, str]]]:
     """Decode every path; unreadable ones stop the run, or are collected when skipping."""
     from ..data.images import UnreadableImageError, load_image
@@ -76,7 +87,7 @@ def load_readable(paths: list[Path], skip_unreadable: bool, max_pixels: int | No
     images, skipped = [], []
     for path in paths:
         try:
-            images.append(load_image(path) if max_pixels is None else load_image(path, max_pixels=max_pixels))
+            images.append(load_image(path, max_pixels))
         except UnreadableImageError as error:
             if not skip_unreadable:
                 fail(str(error))

@@ -83,10 +83,19 @@ def _eval_options(given: dict[str, Any], preset_defaults: dict[str, Any]) -> dic
 @click.option("--restart", is_flag=True, help="Discard results already in --out instead of resuming.")
 @click.option("--progress/--no-progress", default=True, help="Progress bars.")
 @device_option
+# --- engine (vandal.engines.ray_engine): where the cells run
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: one cell after another here; ray: cells as tasks on a Ray cluster.")
+@click.option("--num-workers", type=click.IntRange(min=1), default=None,
+              help="--engine ray: workers, each with an equal share of the cores [default: one per GPU, else one "
+                   "per 4 cores].")
+@click.option("--ray-address", default=None, help="--engine ray: join this cluster (default: start one here).")
+# --- end engine
 @config_options
 @user_errors
 def evaluate(dataset: str, root: Path, out: Path, categories: str | None, shots: str, seeds: int, restart: bool,
-             progress: bool, device: str, **kwargs: Any) -> None:
+             progress: bool, device: str, engine: str, num_workers: int | None, ray_address: str | None,
+             **kwargs: Any) -> None:
     from ..evaluation import EvalConfig
     from ..evaluation import evaluate as run_evaluation
 
@@ -97,7 +106,14 @@ def evaluate(dataset: str, root: Path, out: Path, categories: str | None, shots:
     if config.transductive:
         echo("--transductive: few-shot image scores are min-max normalised over the test set (reference code); "
              "a score then depends on the other test images")
-    doc = run_evaluation(config, out, restart=restart, progress=progress)
+    runner = None
+    if engine == "ray":
+        from ..engines.ray_engine import ray_cells
+
+        runner = ray_cells(num_workers, ray_address)
+    elif num_workers is not None or ray_address is not None:
+        raise click.UsageError("--num-workers and --ray-address apply with --engine ray")
+    doc = run_evaluation(config, out, restart=restart, progress=progress, runner=runner)
     if doc["runs"]:
         click.echo((out / "results.md").read_text())
     else:

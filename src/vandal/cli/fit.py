@@ -6,7 +6,18 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, echo, fail, gather_images, load_readable, recursive_option, skip_option, user_errors
+from .common import (
+    device_option,
+    echo,
+    fail,
+    gather_images,
+    load_readable,
+    max_pixels_option,
+    pixel_limit,
+    recursive_option,
+    skip_option,
+    user_errors,
+)
 from .options import compose_options, config_options, pop_config
 
 
@@ -18,20 +29,21 @@ from .options import compose_options, config_options, pop_config
 @recursive_option
 @skip_option
 @device_option
+@max_pixels_option
 @config_options
 @user_errors
 def fit(normal: tuple[Path, ...], more: tuple[Path, ...], out: Path, recursive: bool, skip_unreadable: bool,
-        device: str, **kwargs) -> None:
+        device: str, max_pixels: int, **kwargs) -> None:
     from ..bundle import check_destination
     from ..detector import Detector
 
     composed = compose_options(pop_config(kwargs))
     target = check_destination(out)  # before the work: never fit for an hour and then fail to save
     paths = gather_images(list(normal) + list(more), recursive, exclude=[target])
-    images, _ = load_readable(paths, skip_unreadable)
+    images, _ = load_readable(paths, skip_unreadable, pixel_limit(max_pixels))
     if not images:
         fail("no readable normal image left to fit on")
-    detector = Detector(composed.config, device=device).fit(images)
+    detector = Detector(composed.config, device=device, max_pixels=max_pixels).fit(images)
     detector.save(str(target))
     cal = detector.calibration_
     echo(f"fitted on {len(images)} image(s) with {detector.backbone_.spec.name} ({', '.join(detector.source_names)}); "

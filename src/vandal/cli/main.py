@@ -14,6 +14,7 @@ from .. import __version__
 COMMANDS = {
     "fit": "fit:fit",
     "predict": "predict:predict",
+    "export": "export:export",
     "evaluate": "evaluate:evaluate",
     "presets": "presets:presets",
     "serve": "serve:serve",
@@ -25,6 +26,7 @@ COMMANDS = {
 SUMMARIES = {
     "fit": "Fit a detector on a few normal images and save it.",
     "predict": "Score images: predictions.csv, heat-map overlays and masks (and maps).",
+    "export": "Export a saved detector to ONNX (runs with onnxruntime, no bundle needed).",
     "evaluate": "Benchmark tables as in the papers (per category and shot count), resumable.",
     "presets": "List the named presets, or show one as TOML.",
     "serve": "Inspection service and page: fit and score over HTTP (needs the serve extra).",

@@ -239,19 +239,8 @@ def _inside_root(root: Path, relative: str, where: str) -> Path:
     return root / relative
 
 
-def load_visa(
-    root: PathLike,
-    categories: str | Iterable[str] | None = None,
-    split_csv: str = "split_csv/1cls.csv",
-) -> dict[str, CategorySplit]:
-    """VisA from ``<root>/split_csv/1cls.csv`` (columns ``object,split,label,image,mask``).
-
-    ``train`` rows labelled normal are the references; ``test`` rows are the test set. Paths in
-    the csv are relative to ``root``. Only the selected categories' files are checked, so a
-    partial download of a few categories loads.
-    """
-    root = _existing_root(root)
-    csv_path = root / split_csv
+def _visa_rows(csv_path: Path, split_csv: str) -> list[dict[str, str]]:
+    """The rows of VisA's split csv, stripped, with every expected column present."""
     if not csv_path.is_file():
         raise FileNotFoundError(
             f"{csv_path} not found: the VisA root must hold {split_csv} (shipped with VisA's "
@@ -265,8 +254,23 @@ def load_visa(
             raise ValueError(
                 f"{csv_path} lacks column(s) {absent}; expected {','.join(_VISA_COLUMNS)}"
             )
-        rows = [{k: (row[k] or "").strip() for k in _VISA_COLUMNS} for row in reader]
+        return [{k: (row[k] or "").strip() for k in _VISA_COLUMNS} for row in reader]
 
+
+def load_visa(
+    root: PathLike,
+    categories: str | Iterable[str] | None = None,
+    split_csv: str = "split_csv/1cls.csv",
+) -> dict[str, CategorySplit]:
+    """VisA from ``<root>/split_csv/1cls.csv`` (columns ``object,split,label,image,mask``).
+
+    ``train`` rows labelled normal are the references; ``test`` rows are the test set. Paths in
+    the csv are relative to ``root``. Only the selected categories' files are checked, so a
+    partial download of a few categories loads.
+    """
+    root = _existing_root(root)
+    csv_path = root / split_csv
+    rows = _visa_rows(csv_path, split_csv)
     names = _select(sorted({r["object"] for r in rows}), categories, csv_path)
     splits = {n: CategorySplit(n) for n in names}
     missing: list[Path] = []

@@ -15,9 +15,10 @@ undefined). Zero-shot cells have seed 0.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,30 @@ def _check_shots(splits: dict[str, CategorySplit], shots: list[int]) -> None:
                          f"training images: {short}; lower the shot counts or drop those categories")
 
 
+Cell = tuple[str, int, int]  # (category, shots, seed)
+# (config, splits, pending cells, progress) -> finished ``runs`` entries, in any order, as they finish
+CellRunner = Callable[[EvalConfig, dict[str, CategorySplit], list[Cell], bool], Iterator[dict[str, Any]]]
+
+
+def local_cells(config: EvalConfig, splits: dict[str, CategorySplit], pending: list[Cell],
+                progress: bool = True, details: Callable | None = None) -> Iterator[dict[str, Any]]:
+    """Run the cells here, one after another: one backbone, one category's masks in memory at a time
+    (``details``: as in :func:`run_cell`)."""
+    detectors = CellDetectors(config)
+    for category in splits:
+        masks = MaskCache(config.protocol)
+        for c, k, seed in pending:
+            if c == category:
+                yield run_cell(config, splits[category], k, seed, masks, detectors, progress, details)
+
+
 def evaluate(config: EvalConfig, out_dir: str | os.PathLike, restart: bool = False,
-             echo: Callable[[str], None] = tqdm.write, progress: bool = True) -> dict[str, Any]:
+             echo: Callable[[str], None] = tqdm.write, progress: bool = True,
+             runner: CellRunner | None = None) -> dict[str, Any]:
     """Run every missing cell, writing ``results.json`` after each, then the tables.
 
-    Returns the results document (the contents of ``results.json``).
+    runner: where the cells run (default :func:`local_cells`; ``vandal.engines.ray_engine.ray_cells``
+    runs them on a Ray cluster). Returns the results document (the contents of ``results.json``).
     """
     from .report_cells import CellDetails
     from .report_html import write_evaluation_report
@@ -143,15 +163,12 @@ def evaluate(config: EvalConfig, out_dir: str | os.PathLike, restart: bool = Fal
         write_evaluation_report(out_dir, summary, store.config, list(store.runs.values()))
         return store.document(mean)
 
-    detectors = CellDetectors(config)
-    details = CellDetails(out_dir, config)  # the HTML report's curves and worst misses
+    if runner is None:  # here: the cells' predictions also feed the HTML report's curves and worst misses
+        runner = functools.partial(local_cells, details=CellDetails(out_dir, config))
     bar = tqdm(total=len(pending), desc="cells", unit="cell", disable=not progress)
-    for category in splits:
-        cells = [(k, s) for c, k, s in pending if c == category]
-        masks = MaskCache(config.protocol)  # one category in memory at a time
-        for k, seed in cells:
-            store.add(run_cell(config, splits[category], k, seed, masks, detectors, progress, details))
-            save()
-            bar.update()
+    for run in runner(config, splits, pending, progress):
+        store.add(run)
+        save()
+        bar.update()
     bar.close()
     return save()

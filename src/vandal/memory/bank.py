@@ -12,41 +12,56 @@ import torch.nn.functional as F
 
 # Elements of the largest query x bank similarity block held at once (64 Mi floats = 256 MiB).
 DEFAULT_CHUNK_ELEMENTS = 1 << 26
+# Cache-sized blocks: with narrow features (C ~ 50) the similarity block, not the multiply, is the
+# cost; 512 x 512 blocks (1 MiB) ran 1.7x faster than one 1600 x 6400 block on 2 cores.
+BLOCKS = (512, 512)
+
+
+def block_distance(queries: torch.Tensor, bank_t: torch.Tensor, bank_block: int) -> torch.Tensor:
+    """``min_m (1 - cos(q, m))`` for queries ``[Q, C]`` against ``bank_t`` ``[C, M]`` (the transposed bank),
+    one ``[Q, bank_block]`` similarity block at a time -> ``[Q]``.
+
+    No loop depends on Q, so it traces with a symbolic query count: the ONNX graph
+    (:mod:`vandal.export.onnx_graph`) runs this same function on a whole batch.
+    """
+    top = (queries @ bank_t[:, :bank_block]).amax(dim=1)
+    for start in range(bank_block, bank_t.shape[1], bank_block):
+        top = torch.maximum(top, (queries @ bank_t[:, start: start + bank_block]).amax(dim=1))
+    return (1.0 - top).clamp_min(0.0)
 
 
 def nearest_cosine_distance(queries: torch.Tensor, bank: torch.Tensor,
                             chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                            bank_t: torch.Tensor | None = None) -> torch.Tensor:
+                            bank_t: torch.Tensor | None = None,
+                            blocks: tuple[int | None, int] = BLOCKS) -> torch.Tensor:
     """``min_m (1 - cos(q, m))`` for every query.
 
     queries: ``[Q, C]``; bank: ``[M, C]``, both already L2-normalised. Returns ``[Q]``.
     bank_t: ``bank.T`` made contiguous, when the caller keeps one (saves a copy per call).
+    blocks: (queries, bank rows) per similarity block; None queries: all at once (a traced graph).
     """
     if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
         raise ValueError(f"queries [Q, C] and bank [M, C] must share C, got {tuple(queries.shape)} and {tuple(bank.shape)}")
     if bank.shape[0] == 0:
         raise ValueError("memory bank is empty: fit the detector on at least one normal image")
-    # Cache-sized blocks: with narrow features (C ~ 50) the similarity block, not the multiply,
-    # is the cost; 512 x 512 blocks (1 MiB) ran 1.7x faster than one 1600 x 6400 block on 2 cores.
-    block = 512
-    bank_chunk = max(1, min(bank.shape[0], block, chunk_elements))
-    query_chunk = max(1, min(queries.shape[0], block, chunk_elements // bank_chunk))
+    query_block, bank_block = blocks
+    bank_chunk = max(1, min(bank.shape[0], bank_block, chunk_elements))
     if bank_t is None:
         bank_t = bank.T.contiguous()  # column blocks of a contiguous transpose multiply fastest
+    if query_block is None:
+        return block_distance(queries, bank_t, bank_chunk)
+    query_chunk = max(1, min(queries.shape[0], query_block, chunk_elements // bank_chunk))
     best = torch.empty(queries.shape[0], dtype=queries.dtype, device=queries.device)
     for qs in range(0, queries.shape[0], query_chunk):
-        q = queries[qs: qs + query_chunk]
-        top = (q @ bank_t[:, :bank_chunk]).amax(dim=1)
-        for ms in range(bank_chunk, bank.shape[0], bank_chunk):
-            top = torch.maximum(top, (q @ bank_t[:, ms: ms + bank_chunk]).amax(dim=1))
-        best[qs: qs + q.shape[0]] = 1.0 - top
-    return best.clamp_min_(0.0)
+        best[qs: qs + query_chunk] = block_distance(queries[qs: qs + query_chunk], bank_t, bank_chunk)
+    return best
 
 
 class MemoryBank:
     """Reference tokens of one tap, L2-normalised, ``[M, C]``."""
 
-    def __init__(self, features: torch.Tensor | None = None, dim: int | None = None):
+    def __init__(self, features: torch.Tensor | None = None, dim: int | None = None,
+                 blocks: tuple[int | None, int] = BLOCKS):
         if features is None:
             if dim is None:
                 raise ValueError("give the features or the feature width")
@@ -54,6 +69,7 @@ class MemoryBank:
         if features.ndim != 2:
             raise ValueError(f"bank features must be [M, C], got {tuple(features.shape)}")
         self.features = features
+        self.blocks = blocks  # (queries, bank rows) per similarity block, see nearest_cosine_distance
         self._transposed: torch.Tensor | None = None
 
     @property
@@ -86,7 +102,8 @@ class MemoryBank:
             self._transposed = None
         if self._transposed is None:
             self._transposed = self.features.T.contiguous()
-        return nearest_cosine_distance(queries, self.features, chunk_elements, self._transposed).reshape(b, h, w)
+        return nearest_cosine_distance(queries, self.features, chunk_elements, self._transposed,
+                                       self.blocks).reshape(b, h, w)
 
 
 class BankSet:

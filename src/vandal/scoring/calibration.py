@@ -41,8 +41,12 @@ class Calibration:
     def image(self, raw: np.ndarray | float) -> np.ndarray | float:
         return DECISION_LEVEL * raw / self.image_threshold
 
-    def pixel(self, raw: np.ndarray) -> np.ndarray:
-        return DECISION_LEVEL * raw / self.pixel_threshold
+    def pixel(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated map; ``out`` (e.g. ``raw`` itself) receives it without a temporary copy."""
+        if out is None:
+            return DECISION_LEVEL * raw / self.pixel_threshold
+        np.multiply(raw, DECISION_LEVEL, out=out)
+        return np.divide(out, self.pixel_threshold, out=out)
 
 
 def calibrate(image_scores: Sequence[float], map_maxima: Sequence[float], method: str,

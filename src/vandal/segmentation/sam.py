@@ -32,7 +32,7 @@ def stability_score(
     return inter / union.clamp(min=1)
 
 
-def load_sam(model: str, device: str | torch.device = "cpu"):
+def load_sam(model: str, device: str | torch.device = "cpu", offline: bool = False):
     """(SamModel in eval mode on `device`, SamProcessor) from an HF id or a local directory.
 
     A local directory is read with `local_files_only`, so it never touches the network. If the
@@ -40,7 +40,7 @@ def load_sam(model: str, device: str | torch.device = "cpu"):
     """
     from transformers import SamModel, SamProcessor
 
-    local = os.path.isdir(model)
+    local = os.path.isdir(model) or offline
     try:
         sam = SamModel.from_pretrained(model, local_files_only=local).to(device).eval()
     except OSError as err:
@@ -107,6 +107,7 @@ class SamSegmenter:
         mask_threshold: float = 0.0,
         device: str | torch.device | None = None,
         batch_size: int = 64,
+        offline: bool = False,
     ) -> None:
         self.model_name = model
         self.points_per_side = points_per_side
@@ -120,7 +121,7 @@ class SamSegmenter:
         self.mask_threshold = mask_threshold
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = batch_size
-        self.model, self.processor = load_sam(model, self.device)
+        self.model, self.processor = load_sam(model, self.device, offline)
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> list[ObjectMask]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.images import UnreadableImageError, load_image_bytes
+from ..data.images import UnreadableImageError, decode_bytes
 from .errors import ServiceError
 from .settings import MB, ServeSettings
 
@@ -62,7 +62,7 @@ def decode_uploads(uploads: Sequence[Upload], max_pixels: int | None, skip_unrea
     images, errors = [], []
     for upload in uploads:
         try:
-            images.append((upload.name, load_image_bytes(upload.data, upload.name, max_pixels)))
+            images.append((upload.name, decode_bytes(upload.data, upload.name, max_pixels)))
         except UnreadableImageError as error:
             message = str(error).replace("--skip-unreadable", "?skip_unreadable=true")
             if not skip_unreadable:

@@ -1,0 +1,152 @@
+"""Running an exported detector with onnxruntime, behind the torch detector's predict surface.
+
+:class:`OnnxDetector` reads everything from the file's metadata (no bundle, no backbone weights) and
+runs the same code as :class:`~vandal.detector.Detector` around the graph: the resize policy's views
+(:func:`~vandal.data.layout.image_views`) in front, and :func:`~vandal.prediction.decide` (views merged
+to the image's size, image score on that map, calibration, decision levels) behind, on the graph's
+``raw_map``. So ``vandal predict model.onnx ...`` writes what ``vandal predict MODEL_DIR ...`` writes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..backbones.base import Preprocessing
+from ..config import ConfigError, DetectorConfig, from_dict, stage_of
+from ..data.images import DEFAULT_MAX_PIXELS, ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe
+from ..data.layout import View, image_views
+from ..prediction import Prediction, decide
+from ..scoring.calibration import Calibration
+from ..scoring.fusion import ScoredImage
+from .runtime import read_metadata, session
+
+RUNTIME = ("device", "batch_size", "progress", "max_pixels")
+
+
+class OnnxDetector:
+    """An exported detector (global memory bank) run by onnxruntime; predicts as :class:`~vandal.detector.Detector`.
+
+    device: cpu, cuda (onnxruntime-gpu) or auto; batch_size: views per graph run; threads: onnxruntime's
+    intra-op threads (None: its default, all cores); max_pixels: larger inputs are refused as unreadable.
+    """
+
+    transductive = False
+    fitted = True
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", progress: bool = True, batch_size: int = 8,
+                 threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.path = str(path)
+        self.device, self.progress, self.batch_size, self.threads = device, progress, batch_size, threads
+        self.max_pixels = max_pixels
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"{self.path}: no such ONNX file")
+        self.session_ = session(self.path, device, threads)
+        self.metadata_ = read_metadata(self.path, self.session_.get_modelmeta().custom_metadata_map)
+        try:
+            self.config: DetectorConfig = from_dict(self.metadata_["config"])
+            self.calibration_ = Calibration.from_dict(self.metadata_["calibration"])
+        except (ConfigError, TypeError) as error:
+            raise ValueError(f"{self.path}: damaged metadata ({error}); export the model again") from error
+        self.image_size = int(self.metadata_["image_size"])
+        self.preprocessing = Preprocessing(tuple(self.metadata_["mean"]), tuple(self.metadata_["std"]),
+                                           self.metadata_["resample"])
+        self.n_references_ = int(self.metadata_["n_references"])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto", progress: bool = True, batch_size: int = 8,
+             threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> OnnxDetector:
+        return cls(path, device=device, progress=progress, batch_size=batch_size, threads=threads,
+                   max_pixels=max_pixels)
+
+    @property
+    def source_names(self) -> list[str]:
+        return ["memory"]
+
+    def set_params(self, **params: Any) -> OnnxDetector:
+        """Runtime options and decision levels (``image_threshold``, ``pixel_threshold``); anything else is
+        fixed in the graph."""
+        for key in RUNTIME:
+            if key in params:
+                setattr(self, key, params.pop(key))
+        fixed = [key for key in params if stage_of(key) != "predict"]
+        if fixed:
+            raise ConfigError(f"{', '.join(fixed)} are fixed in the exported graph ({self.path}): refit and export "
+                              "again to change them; only image_threshold and pixel_threshold apply to it")
+        self.config = self.config.replace(**params)
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def views(self, image: np.ndarray) -> tuple[list[View], torch.Tensor]:
+        """``[H, W, 3]`` uint8 -> (views, ``[V, 3, S, S]`` normalised inputs) under the resize policy."""
+        return image_views(image, self.image_size, self.preprocessing, self.config.views.resize)
+
+    def raw_maps(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Normalised views ``[V, 3, S, S]`` -> the graph's smoothed raw maps ``[V, S, S]``, ``batch_size``
+        views per run."""
+        pixels = inputs.numpy()
+        maps = [self.session_.run(["raw_map"], {"pixels": pixels[start: start + self.batch_size]})[0]
+                for start in range(0, len(pixels), self.batch_size)]
+        return torch.from_numpy(np.concatenate(maps))
+
+    def _decide(self, image: np.ndarray, views: list[View], raw: torch.Tensor, name: str | None,
+                grid: bool = False) -> Prediction:
+        scored = ScoredImage(views, image.shape[0], image.shape[1], raw, [], None, True)
+        return decide(scored, self.calibration_, self.config.post, name, grid)
+
+    def predict_image(self, image: np.ndarray, name: str | None = None, grid: bool = False) -> Prediction:
+        """One decoded ``[H, W, 3]`` uint8 image -> its :class:`~vandal.prediction.Prediction` (``grid``: on
+        the input grid, ``resize="squash"`` only), as the torch detector gives it."""
+        views, inputs = self.views(image)
+        return self._decide(image, views, self.raw_maps(inputs), name, grid)
+
+    def predict_stream(self, images: Iterable[ImageInput], total: int | None = None
+                       ) -> Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError, Prediction | None]]:
+        """``(input, decoded image or its error, prediction or None)`` in input order; decoding and views run
+        ahead in a thread, and ``batch_size`` images' views share each graph run."""
+        if total is None and hasattr(images, "__len__"):
+            total = len(images)  # type: ignore[arg-type]
+        decoded = tqdm(enumerate(decode_ahead(images, self.max_pixels, ahead=self.batch_size, prepare=self.views)),
+                       desc="predict (onnx)", unit="img", total=total, disable=not self.progress)
+        chunk: list = []
+        for index, (entry, item) in decoded:
+            chunk.append((entry, index, item))
+            if len(chunk) == self.batch_size:
+                yield from self._run_chunk(chunk)
+                chunk = []
+        yield from self._run_chunk(chunk)
+
+    def _run_chunk(self, chunk: list) -> Iterator[tuple]:
+        ready = [item for _, _, item in chunk if not isinstance(item, UnreadableImageError)]
+        maps = self.raw_maps(torch.cat([inputs for _, (_, inputs) in ready])) if ready else None
+        offset = 0
+        for entry, index, item in chunk:
+            if isinstance(item, UnreadableImageError):
+                yield entry, item, None
+                continue
+            image, (views, _) = item
+            raw = maps[offset: offset + len(views)]
+            offset += len(views)
+            yield entry, image, self._decide(image, views, raw, describe(entry, index))
+
+    def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
+                     total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
+        """Predict lazily; with ``skip_unreadable`` an unreadable input yields its error instead of stopping."""
+        for _, image, prediction in self.predict_stream(images, total):
+            if prediction is not None:
+                yield prediction
+            elif not skip_unreadable:
+                raise image
+            else:
+                yield image
+
+    def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
+        """Images (paths, PIL images or arrays) -> one :class:`~vandal.prediction.Prediction` each."""
+        return [p for p in self.iter_predict(as_image_list(images)) if isinstance(p, Prediction)]
