@@ -251,12 +251,24 @@ def test_folders_that_are_not_bundles_are_never_replaced(service, images):
     assert "notes" not in [m["name"] for m in client.get("/models").json()["models"]]
 
 
+def test_a_model_named_like_an_exported_file_is_still_a_bundle(service, images):
+    client, _, _ = service
+    refs = parts(list(images["references"].items())[:1])
+    assert client.post("/models/line.onnx", files=refs, data={"settings": FIT_SETTINGS}).status_code == 201
+    answer = predict(client, "line.onnx", {"normal.png": images["arrays"]["normal.png"]}, "?include=")
+    assert answer.status_code == 200, answer.text
+    assert client.delete("/models/line.onnx").status_code == 204
+
+
 def test_a_failed_fit_keeps_nothing(service, images):
     client, models, _ = service
     answer = client.post("/models/failing", files=parts(list(images["references"].items())[:1]),
                          data={"settings": '{"backbone": "no-such-backbone"}'})
     assert answer.status_code == 422 and "no-such-backbone" in answer.json()["detail"]
     assert sorted(p.name for p in models.iterdir() if "failing" in p.name) == []
+    uncached = client.post("/models/failing", files=parts(list(images["references"].items())[:1]),
+                           data={"settings": '{"backbone": "vandal-tests/no-such-clip"}'})
+    assert uncached.status_code == 422 and "vandal-tests/no-such-clip" in uncached.json()["detail"], uncached.text
     corrupt = client.post("/models/failing", files=parts([("ref.png", b"junk")]), data={"settings": FIT_SETTINGS})
     assert corrupt.status_code == 422 and "ref.png" in corrupt.json()["detail"]
     assert not (models / "failing").exists()

@@ -26,12 +26,15 @@ from .common import device_option, echo, user_errors
               help="Detectors kept loaded in memory (least recently used dropped first).")
 @click.option("--queue-size", default=16, show_default=True, type=click.IntRange(min=1),
               help="Fit/predict requests in progress at once; beyond it the answer is 503 with Retry-After.")
+@click.option("--allow-download", is_flag=True,
+              help="Let a model's Hugging Face backbone be downloaded when not cached (default: cache only).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @device_option
 @user_errors
 def serve(models: Path | None, host: str, port: int, max_upload_mb: float, max_request_mb: float, max_files: int,
-          max_pixels: int | None, cache_size: int, queue_size: int, log_level: str, device: str) -> None:
+          max_pixels: int | None, cache_size: int, queue_size: int, allow_download: bool, log_level: str,
+          device: str) -> None:
     from ..serve import ServeSettings, create_app, default_models_dir, require_extra
 
     require_extra()
@@ -40,7 +43,7 @@ def serve(models: Path | None, host: str, port: int, max_upload_mb: float, max_r
     options = {} if max_pixels is None else {"max_pixels": max_pixels}
     settings = ServeSettings(models=models or default_models_dir(), device=device, max_upload_mb=max_upload_mb,
                              max_request_mb=max_request_mb, max_files=max_files, cache_size=cache_size,
-                             queue_size=queue_size, **options)
+                             queue_size=queue_size, allow_download=allow_download, **options)
     app = create_app(settings)
     echo(f"models in {settings.models}; page at http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -49,7 +49,8 @@ class WorkerThreads:
 
 def build_app(settings: ServeSettings) -> FastAPI:
     """The service for the models in ``settings.models`` (see :class:`ServeSettings`)."""
-    store = ModelStore(settings.models, settings.device, settings.cache_size)
+    store = ModelStore(settings.models, settings.device, settings.cache_size, settings.max_pixels,
+                       settings.allow_download)
     metrics = Metrics()
     admission = Admission(settings.queue_size)
     # Admitted requests wait for their model's lock in a thread: one thread each, and two spare.

@@ -32,7 +32,8 @@ class ServeSettings:
     """models: folder of named bundles; device: where detectors run; max_upload_mb: per uploaded
     file; max_request_mb: per request body; max_files: files per request; max_pixels: per decoded
     image (decompression bombs); cache_size: detectors kept loaded (LRU); queue_size: heavy
-    requests (fit, references, predict) admitted at once, beyond which the answer is 503."""
+    requests (fit, references, predict) admitted at once, beyond which the answer is 503;
+    allow_download: let a request's backbone (a Hugging Face id) be downloaded (default: cache only)."""
 
     models: Path = field(default_factory=default_models_dir)
     device: str = "auto"
@@ -42,6 +43,7 @@ class ServeSettings:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     cache_size: int = 4
     queue_size: int = 16
+    allow_download: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", Path(self.models).expanduser())

@@ -10,6 +10,7 @@ get the scores a sequential call gets and a refit never races a prediction.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..bundle import CONFIG_FILE, IncompatibleBundleError, check_destination, is_bundle, read_document
 from ..config import ConfigError, DetectorConfig, from_dict
+from ..data.images import DEFAULT_MAX_PIXELS
 from ..prediction import Prediction
 from ..scoring.calibration import DECISION_LEVEL
 from .cache import DetectorCache, bundle_stamp
@@ -73,9 +75,11 @@ def summary_of(name: str, document: dict, folder: Path) -> dict[str, Any]:
 
 
 class ModelStore:
-    """Named bundles under ``root`` (created if missing); detectors run on ``device``."""
+    """Named bundles under ``root`` (created if missing). Detectors run on ``device``, refuse images
+    above ``max_pixels``, and fetch Hugging Face backbones only with ``allow_download``."""
 
-    def __init__(self, root: Path, device: str = "auto", cache_size: int = 4):
+    def __init__(self, root: Path, device: str = "auto", cache_size: int = 4,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = False):
         root = Path(root).expanduser()
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,8 @@ class ModelStore:
             raise OSError(f"cannot create the models folder {root} ({error}); choose another with --models") from error
         self.root = root.resolve()
         self.device = device
+        self.runtime = {"device": device, "progress": False, "max_pixels": max_pixels,
+                        "allow_download": allow_download}
         self.cache = DetectorCache(cache_size)
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
@@ -145,7 +151,9 @@ class ModelStore:
         detector = self.cache.get(name, stamp)
         if detector is None:
             try:
-                detector = Detector.load(str(path), device=self.device, progress=False)
+                # The trailing separator keeps a model named "x.onnx" a bundle folder (load reads a
+                # path ending in .onnx as an exported file).
+                detector = Detector.load(f"{path}{os.sep}", **self.runtime)
             except (IncompatibleBundleError, ConfigError, OSError) as error:
                 raise ServiceError(409, f"model {name!r} cannot be loaded: {self._clean(str(error))}") from error
             self.cache.put(name, stamp, detector)
@@ -170,9 +178,9 @@ class ModelStore:
             except (FileExistsError, PermissionError) as error:
                 raise ServiceError(409, f"model {name!r}: {self._clean(str(error))}") from error
             try:
-                detector = Detector(config, device=self.device, progress=False).fit(list(images))
-            except (ConfigError, ValueError) as error:
-                raise ServiceError(422, f"fit failed: {error}") from error
+                detector = Detector(config, **self.runtime).fit(list(images))
+            except (ConfigError, ValueError, OSError) as error:  # OSError: a backbone not cached, no download
+                raise ServiceError(422, f"fit failed: {self._clean(str(error))}") from error
             self._save(name, path, detector)
         return self.summary(name)
 
