@@ -30,6 +30,9 @@ TEXT_SCALES = ("pooled", "windows")
 MUTUAL_MODES = ("objects", "batch")
 HIDDEN_ACTS = ("gelu", "quick_gelu")
 MAX_IMAGE_SIZE = 4096  # backbone input side; the papers use 518
+# The CLIP backbone that text defaults to; defined here, not in vandal.backbones, so that the command
+# line can name it without importing torch.
+DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
 
 
 class ConfigError(ValueError):
