@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
-from synthetic import texture
 
 from vandal.data.synthetic_anomalies import KINDS, blob_mask, perlin_noise, pink_noise, synthetic_anomaly
+
+from synthetic import texture
 
 
 @pytest.mark.parametrize("kind", KINDS)
