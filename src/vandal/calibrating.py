@@ -127,7 +127,9 @@ def calibrate_sources(sources: list[ScoreSource], embedder: Embedder, sigma: flo
                       "normal variation; calibrated on small perturbations of one reference instead. Fit on "
                       "varied normal images for a reliable threshold.", DegenerateReferencesWarning, stacklevel=3)
         return _perturbed(sources, embedder, sigma, references[0], " (references near-identical)")
-    synthetic = _synthetic(sources, embedder, sigma, references[:count], scored)
+    # Segmenting every synthetic defect (SAM) would double the fit's costliest step: object banks go without.
+    synthetic = (None if any(s.uses_objects for s in sources)
+                 else _synthetic(sources, embedder, sigma, references[:count], scored))
     return _from_scored(sources, scored, "held-out", " (leave-one-out)" if len(references) >= 2 else
                         " (leave-place-out)", synthetic)
 
@@ -143,7 +145,8 @@ def extend_calibration(old: Calibration, sources: list[ScoreSource], sigma: floa
                        start: int) -> Calibration:
     """After ``add_references``: the new references' (numbered from ``start``) leave-one-out scores
     join the old calibration scores. Old scores were taken against smaller memories, so they can only
-    be larger than they would be now: the thresholds stay conservative. Mean-fusion scales stay."""
+    be larger than they would be now: the thresholds stay conservative (a held-out level never drops;
+    it rises to the new held-out maps' extreme-value level if that is higher). Mean-fusion scales stay."""
     room = max(0, MAX_LOO_REFERENCES - len(old.image_scores))
     scored = [left_out(sources, start + j, item, sigma) for j, item in enumerate(items[:max(1, room)])]
     scales = tuple(old.scales) if old.scales else None
@@ -151,4 +154,9 @@ def extend_calibration(old: Calibration, sources: list[ScoreSource], sigma: floa
     method = "leave-one-out"
     calibration = calibrate(old.image_scores + [f[1] for f in fused],
                             old.map_maxima + [float(f[0].amax()) for f in fused], method, CALIBRATION_MARGIN[method])
+    if old.method.startswith("held-out"):
+        level = max(old.pixel_threshold, memory_threshold([f[0] for f in fused]))
+        image_level = level if all(s.text is None for s in scored) else calibration.image_threshold
+        calibration = replace(calibration, pixel_threshold=level, image_threshold=image_level,
+                              method="held-out (leave-one-out)")
     return replace(calibration, scales=old.scales)
