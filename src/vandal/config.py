@@ -97,9 +97,14 @@ class MemoryConfig:
 
     neighbourhood: tuple[int, ...] = option((3,), "Memory comparison scales: r x r token averaging, e.g. 1,3,5.")
     augment: bool = option(False, "Add 11 augmented views of each reference (rotations, shifts, flips).")
+    coreset: int | None = option(None, "Memory rows kept per bank, in reference views (e.g. 8: as many as 8 "
+                                       "references without augment; a greedy k-centre coreset of the rest); "
+                                       "default: keep every row.")
 
     def __post_init__(self) -> None:
         _odd_sizes("memory.neighbourhood", self.neighbourhood)
+        if self.coreset is not None and self.coreset < 1:
+            raise ConfigError(f"memory.coreset must be >= 1 reference views (or unset: keep every row), got {self.coreset}")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The global memory bank (METHOD section 5; Multi-Scale Memory Comparison's global bank).
 
-Every view of every reference (and its augmented views) is banked per tap and neighbourhood scale;
-a test view's map is, per tap, its tokens' nearest cosine distance to the bank averaged over scales,
+Every view of every reference (and its augmented views) is banked per tap and neighbourhood scale
+(or, with ``memory.coreset``, a greedy k-centre coreset of them: many references stay fast); a
+test view's map is, per tap, its tokens' nearest cosine distance to the bank averaged over scales,
 upsampled to the input and summed over taps.
 """
 
@@ -21,7 +22,7 @@ class MemorySource(ScoreSource):
     def __init__(self, config, embedder):
         super().__init__(config, embedder)
         self.neighbourhood = tuple(config.memory.neighbourhood)
-        self.banks = BankSet()
+        self.banks = BankSet(config.memory.coreset)
 
     @classmethod
     def wanted(cls, config, has_references: bool) -> bool:
@@ -54,10 +55,13 @@ class MemorySource(ScoreSource):
         return self.banks.state_dict()
 
     def meta(self) -> dict:
-        return {"reference_units": list(self.banks.units)}
+        meta = {"reference_units": list(self.banks.units)}
+        if self.banks.coreset is not None:  # which reference each kept row came from (leave-one-out)
+            meta["reference_rows"] = {key: list(rows) for key, rows in self.banks.rows.items()}
+        return meta
 
     def load_state_dict(self, state: dict[str, torch.Tensor], meta: dict) -> None:
-        self.banks.load(state, meta.get("reference_units", []), self.embedder.device)
+        self.banks.load(state, meta.get("reference_units", []), self.embedder.device, meta.get("reference_rows"))
 
     def expected_state(self, meta: dict) -> dict[str, tuple[int | None, ...]]:
         dims = self.embedder.backbone.spec.tap_dims
