@@ -69,8 +69,15 @@ def test_coreset_reduces_each_bank_to_its_budget_and_tracks_owners():
         owners = banks.owners(key)
         assert torch.equal(owners, torch.sort(owners).values), "rows stay grouped by reference"
         assert set(owners.tolist()) == set(range(6)), "far-apart references each keep rows"
-        for row, owner in zip(bank.features, owners.tolist(), strict=True):
-            assert torch.isclose(own_rows(refs[owner], key), row).all(dim=1).any(), "row credited to the wrong owner"
+        assert_traced(banks, refs, key)
+
+
+def assert_traced(banks: BankSet, refs: list[dict[str, torch.Tensor]], key: str) -> None:
+    """Every kept row is its owner's row at its recorded origin (the view and place it came from)."""
+    origins = banks.origins[key]
+    assert len(origins) == len(banks.banks[key])
+    for row, owner, origin in zip(banks.banks[key].features, banks.owners(key).tolist(), origins.tolist(), strict=True):
+        assert torch.equal(own_rows(refs[owner], key)[origin], row), "row credited to the wrong owner or place"
 
 
 @pytest.mark.parametrize("index", [0, 3, 5])
@@ -95,8 +102,15 @@ def test_adding_references_after_finish_stays_within_the_budget():
     banks.finish()
     for key, bank in banks.banks.items():
         assert len(bank) == 2 * SIDE * SIDE and len(banks.rows[key]) == 8
-        for row, owner in zip(bank.features, banks.owners(key).tolist(), strict=True):
-            assert torch.isclose(own_rows(refs[owner], key), row).all(dim=1).any()
+        assert_traced(banks, refs, key)
+
+
+def test_one_reference_keeps_the_places_of_its_kept_rows():
+    refs = references(1)
+    banks = filled(refs, 1)  # 3 views cut to one view's rows
+    for key, bank in banks.banks.items():
+        assert len(bank) == SIDE * SIDE
+        assert_traced(banks, refs, key)
 
 
 def test_saved_rows_restore_the_provenance_and_bad_rows_are_refused():
@@ -131,7 +145,7 @@ def reduced(textures):
     from vandal.detector import Detector
 
     refs, _ = textures
-    return Detector(augment=True, coreset=2, image_size=128, progress=False, device="cpu").fit(refs)
+    return Detector(augment=True, coreset=2, texture="off", image_size=128, progress=False, device="cpu").fit(refs)
 
 
 def test_detector_with_a_coreset_saves_and_loads_the_same_scores(reduced, textures, tmp_path):
@@ -150,6 +164,18 @@ def test_detector_with_a_coreset_saves_and_loads_the_same_scores(reduced, textur
         assert a.pred_score == pytest.approx(b.pred_score, abs=1e-6)
         assert np.allclose(a.anomaly_map, b.anomaly_map, atol=1e-6)
     assert loaded.sources_[0].banks.rows == memory.banks.rows
+    assert not loaded.sources_[0].banks.origins, "places of a loaded coreset are not saved"
     loaded.add_references(refs[:1])
     for key, bank in loaded.sources_[0].banks.banks.items():
         assert len(bank) == len(memory.banks.banks[key]) and len(loaded.sources_[0].banks.rows[key]) == 3
+
+
+def test_one_reference_with_a_coreset_is_held_out_from_its_own_places(textures):
+    from vandal.detector import Detector
+
+    refs, _ = textures
+    detector = Detector(augment=True, coreset=4, texture="off", image_size=128, progress=False, device="cpu").fit(refs[:1])
+    memory = detector.sources_[0]
+    assert len(memory.banks.banks["tap0.r3"]) == 4 * 16 * 16  # 11 views cut to 4 views' rows
+    assert detector.calibration_.method.endswith("(leave-place-out)")
+    assert detector.calibration_.pixel_threshold > 0

@@ -63,8 +63,9 @@ def test_reduce_grouped_counts_each_owner_and_keeps_their_order():
     gen = torch.Generator().manual_seed(5)
     groups = [torch.randn(n, 4, generator=gen) * 0.3 + 3 * torch.eye(4)[i] for i, n in enumerate((40, 7, 60))]
     features = torch.cat(groups)
-    kept, counts = reduce_grouped(features, [40, 7, 60], budget=20)
-    assert kept.shape == (20, 4) and sum(counts) == 20 and min(counts) > 0  # three far-apart clusters all kept
+    index, counts = reduce_grouped(features, [40, 7, 60], budget=20)
+    kept = features[index]
+    assert torch.equal(index, torch.sort(index).values) and kept.shape == (20, 4) and sum(counts) == 20 and min(counts) > 0  # three far-apart clusters all kept
     start = 0
     for group, count in zip(groups, counts, strict=True):
         for row in kept[start: start + count]:

@@ -57,7 +57,7 @@ def test_detector_load_chooses_onnxruntime_by_suffix(squash):
     _, path = squash
     loaded = Detector.load(str(path), device="cpu", progress=False)
     assert isinstance(loaded, OnnxDetector)
-    assert loaded.source_names == ["memory"] and not loaded.transductive
+    assert loaded.source_names == ["memory", "distribution"] and not loaded.transductive
 
 
 def test_graph_takes_any_batch_and_calibrates_inside(squash):
@@ -71,15 +71,18 @@ def test_graph_takes_any_batch_and_calibrates_inside(squash):
     run = session(str(path), "cpu", threads=1)
     inputs = torch.cat([detector.embedder_.views(image)[1] for image in _tests()[:3]])
     for batch in (1, 3):
-        pred_score, anomaly_map, raw_map = run.run(None, {"pixels": inputs[:batch].numpy()})
+        pred_score, anomaly_map, raw_map, delta, pdelta = run.run(None, {"pixels": inputs[:batch].numpy()})
         with torch.no_grad():
             want = [t.numpy() for t in graph(inputs[:batch])]
         assert pred_score.shape == (batch,) and raw_map.shape == (batch, 64, 64)
         np.testing.assert_allclose(raw_map, want[2], atol=1e-4)
         calibration = detector.calibration_
         np.testing.assert_allclose(anomaly_map, 0.5 * raw_map / calibration.pixel_threshold, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(pred_score, 0.5 * raw_map.max(axis=(1, 2)) / calibration.image_threshold,
-                                   rtol=1e-5)
+        # The graph's own score: the larger of the map's and the distribution source's (one view each).
+        model = next(s for s in detector.sources_ if s.name == "distribution").model
+        distribution = 0.5 * (delta * pdelta).sum(axis=1) / (model.level * model.margin)
+        np.testing.assert_allclose(pred_score, np.maximum(0.5 * raw_map.max(axis=(1, 2)) / calibration.image_threshold,
+                                                          distribution), rtol=1e-5)
 
 
 def test_metadata_is_enough_to_run(squash):

@@ -125,7 +125,7 @@ def test_validation_errors_are_one_line_naming_the_field():
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7, 3), (37, 53), (37, 53, 1), (20, 31, 3), (9, 4, 4)])
 def test_png_bytes_round_trip_exactly(shape):
-    from vandal.serve.encode import png_bytes
+    from vandal.png import png_bytes
 
     array = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
     decoded = np.asarray(Image.open(io.BytesIO(png_bytes(array))))

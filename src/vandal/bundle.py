@@ -22,6 +22,7 @@ from . import __version__
 from .atomic import write_directory
 from .backbones.base import BackboneSpec
 from .config import ConfigError, DetectorConfig, from_dict
+from .planning import ViewPlan
 from .scoring.calibration import Calibration
 from .sources import SOURCES
 
@@ -71,7 +72,7 @@ def check_destination(directory: str | os.PathLike) -> Path:
 
 
 def bundle_document(config: DetectorConfig, spec: BackboneSpec, sources: list, n_references: int,
-                    calibration: Calibration) -> tuple[dict, dict[str, torch.Tensor]]:
+                    calibration: Calibration, plan: ViewPlan) -> tuple[dict, dict[str, torch.Tensor]]:
     """A fitted detector's parts -> (the JSON document, the tensors by name)."""
     config = config.replace(image_size=spec.image_size, taps=spec.taps)
     tensors = {f"{s.name}.{k}": v.contiguous().cpu() for s in sources for k, v in s.state_dict().items()}
@@ -82,6 +83,7 @@ def bundle_document(config: DetectorConfig, spec: BackboneSpec, sources: list, n
         "n_references": n_references,
         "sources": [{"name": s.name, "meta": s.meta()} for s in sources],
         "calibration": calibration.to_dict(),
+        "plan": plan.to_dict(),
     }
     return document, tensors
 
@@ -213,6 +215,7 @@ class SavedDetector:
     tensors: dict[str, torch.Tensor]
     calibration: Calibration
     where: Path
+    plan: ViewPlan
 
 
 def read_bundle(directory: str | os.PathLike) -> SavedDetector:
@@ -240,7 +243,12 @@ def read_bundle(directory: str | os.PathLike) -> SavedDetector:
     stray = [k for k in tensors if not any(k.startswith(f"{name}.") for name in names)]
     if stray:
         raise IncompatibleBundleError(f"{where}: tensors {stray[:3]} belong to no source; the bundle is damaged, refit")
-    return SavedDetector(config, spec, n_references, names, [e["meta"] for e in entries], tensors, calibration, where)
+    try:  # bundles written before the plan existed were banked as configured
+        plan = ViewPlan.from_dict(document["plan"]) if "plan" in document else ViewPlan.configured(config)
+    except ValueError as error:
+        raise IncompatibleBundleError(f"{where}: {error}; the bundle is damaged, refit") from error
+    return SavedDetector(config, spec, n_references, names, [e["meta"] for e in entries], tensors, calibration, where,
+                         plan)
 
 
 def restore_sources(sources: list, saved: SavedDetector) -> None:

@@ -1,9 +1,15 @@
 """Calibration on the references only, so one image's score never depends on another test image.
 
-With two or more references, each of the first :data:`MAX_LOO_REFERENCES` is scored as a test image
-against every source without it (leave-one-out; the references were embedded once, at fit). With
-one, small perturbations of it are scored against the memory. With none (zero-shot, mutual), each
-source gives a decision level of its own. Thresholds are the largest normal score times a margin.
+Held-out maps: with two or more references, each of the first :data:`MAX_LOO_REFERENCES` is scored
+as a test image against every source without it (leave-one-out; the references were embedded once,
+at fit). With one, each of its tokens is scored against the rows from elsewhere in the image (the
+memory source's leave-place-out); sources that cannot do that (object banks, tiled views) fall back
+to small perturbations of the reference against the whole memory. With none (zero-shot, mutual),
+each source gives a decision level of its own.
+
+Levels (:mod:`vandal.scoring.thresholds`): an extreme-value level of the held-out maps' cell maxima,
+raised towards synthetic defects pasted into the held-out references when those score far above
+(objects); the perturbed fallback and text scores keep the largest normal score times a margin.
 """
 
 from __future__ import annotations
@@ -12,11 +18,15 @@ import warnings
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
+from .data.synthetic_anomalies import KINDS, synthetic_anomaly
 from .memory.augment import augment, calibration_transforms
 from .scoring.calibration import Calibration, calibrate, fixed_calibration
 from .scoring.fusion import ScoredImage, collect, fuse, fusion_scales
+from .scoring.thresholds import memory_threshold
 
 if TYPE_CHECKING:
 
@@ -27,7 +37,12 @@ MAX_LOO_REFERENCES = 16  # leave-one-out cost grows with k^2; 16 folds are plent
 # Thresholds = largest normal calibration score x margin. Measured on MVTec bottle (k = 1, 2, 4):
 # normal test images scored up to ~2.7x the perturbed-reference maximum (k = 1) and ~1.2-1.4x the
 # leave-one-out maximum (k >= 2), while defects scored above both margins.
-CALIBRATION_MARGIN = {"leave-one-out": 1.25, "perturbed-reference": 2.5}
+CALIBRATION_MARGIN = {"leave-one-out": 1.25, "held-out": 1.25, "perturbed-reference": 2.5}
+SYNTHETIC_DEFECTS = 24  # pasted into the held-out references (cut-paste, Perlin, 1/f noise in turn)
+SYNTHETIC_SEED = 1000
+# Sources whose one-reference hold-out is exact: the memory leaves out places, the others learn no
+# places (text) or set their own level (distribution).
+PLACE_SOURCES = {"memory", "distribution", "text"}
 # Leave-one-out map maxima below this per tap are float noise (identical references give ~1e-7);
 # the smallest real threshold seen is ~4e-3 (a tiny random CLIP), bottle's ~0.1 per tap.
 DEGENERATE_DISTANCE = 1e-4
@@ -42,12 +57,36 @@ class DegenerateReferencesWarning(UserWarning):
     """The references are (near-)identical copies: leave-one-out cannot measure normal variation."""
 
 
-def _from_scored(sources: list[ScoreSource], scored: list[ScoredImage], method: str, label: str = "") -> Calibration:
+def _from_scored(sources: list[ScoreSource], scored: list[ScoredImage], method: str, label: str = "",
+                 synthetic: list[float] | None = None) -> Calibration:
+    """Thresholds from held-out (or perturbed) scores. Held-out maps set the map level by extreme values
+    (and the synthetic defects' map maxima); the image level follows it when the image score is the
+    map maximum, else (text joins it) the largest normal image score times the margin."""
     scales = fusion_scales(scored) if any(s.fusion == "mean" for s in sources) else None
     fused = [fuse(s, scales) for s in scored]
-    calibration = calibrate([f[1] for f in fused], [float(f[0].amax()) for f in fused], method,
-                            CALIBRATION_MARGIN[method])
+    images, maxima = [f[1] for f in fused], [float(f[0].amax()) for f in fused]
+    calibration = calibrate(images, maxima, method, CALIBRATION_MARGIN[method])
+    if method == "held-out":
+        level = max(memory_threshold([f[0] for f in fused], np.asarray(synthetic) if synthetic else None), 1e-6)
+        image_level = level if all(s.text is None for s in scored) else calibration.image_threshold
+        calibration = replace(calibration, pixel_threshold=level, image_threshold=image_level)
     return replace(calibration, scales=list(scales) if scales else None, method=method + label)
+
+
+def _synthetic(sources: list[ScoreSource], embedder: Embedder, sigma: float, references: list[EmbeddedImage],
+               scales_from: list[ScoredImage]) -> list[float]:
+    """Map maxima of synthetic defects pasted into the held-out references (at the backbone's input
+    size: the same share of the image, and cheap on large parts), each scored without its owner."""
+    rng = np.random.default_rng(SYNTHETIC_SEED)
+    size = embedder.size
+    small = [np.asarray(Image.fromarray(r.image).resize((size, size), Image.BILINEAR)) for r in references]
+    scales = fusion_scales(scales_from) if any(s.fusion == "mean" for s in sources) else None
+    maxima = []
+    for j in range(SYNTHETIC_DEFECTS):
+        owner = j % len(references)
+        item = embedder.image(synthetic_anomaly(small[owner], rng, KINDS[j % len(KINDS)])[0])
+        maxima.append(float(fuse(left_out(sources, owner, item, sigma), scales)[0].amax()))
+    return maxima
 
 
 def _perturbed(sources: list[ScoreSource], embedder: Embedder, sigma: float, reference: EmbeddedImage,
@@ -77,18 +116,27 @@ def calibrate_sources(sources: list[ScoreSource], embedder: Embedder, sigma: flo
         pixel = sum(level.pixel for level in levels)
         image = sum(level.image for level in levels) + (pixel if any(s.map_in_image_score for s in sources) else 0.0)
         return fixed_calibration(image, pixel, " + ".join(level.method for level in levels))
-    if len(references) >= 2:
-        count = min(len(references), MAX_LOO_REFERENCES)
-        scored = [left_out(sources, i, references[i], sigma)
-                  for i in tqdm(range(count), desc="fit: calibrating (leave-one-out)", disable=not progress)]
-        calibration = _from_scored(sources, scored, "leave-one-out")
-        if not degenerate(calibration, len(embedder.backbone.spec.taps)):
-            return calibration
+    if len(references) == 1 and not _places_hold_out(sources, references[0]):
+        return _perturbed(sources, embedder, sigma, references[0])
+    count = min(len(references), MAX_LOO_REFERENCES)
+    scored = [left_out(sources, i, references[i], sigma)
+              for i in tqdm(range(count), desc="fit: calibrating (held-out references)", disable=not progress)]
+    if len(references) >= 2 and degenerate(_from_scored(sources, scored, "leave-one-out"),
+                                           len(embedder.backbone.spec.taps)):
         warnings.warn("the references are identical (or near-identical) copies, so leaving one out measures no "
                       "normal variation; calibrated on small perturbations of one reference instead. Fit on "
                       "varied normal images for a reliable threshold.", DegenerateReferencesWarning, stacklevel=3)
         return _perturbed(sources, embedder, sigma, references[0], " (references near-identical)")
-    return _perturbed(sources, embedder, sigma, references[0])
+    synthetic = _synthetic(sources, embedder, sigma, references[:count], scored)
+    return _from_scored(sources, scored, "held-out", " (leave-one-out)" if len(references) >= 2 else
+                        " (leave-place-out)", synthetic)
+
+
+def _places_hold_out(sources: list[ScoreSource], reference: EmbeddedImage) -> bool:
+    """Whether one reference can be held out from itself (see :data:`PLACE_SOURCES`)."""
+    memory = next((s for s in sources if s.name == "memory"), None)
+    return (memory is not None and all(s.name in PLACE_SOURCES for s in sources)
+            and memory.can_hold_out_places(reference))
 
 
 def extend_calibration(old: Calibration, sources: list[ScoreSource], sigma: float, items: list[EmbeddedImage],

@@ -23,153 +23,29 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-RESIZE_POLICIES = ("squash", "pad", "tile")
-INDIVIDUAL_MODES = ("auto", "on", "off")
-FUSIONS = ("sum", "mean")
-TEXT_SCALES = ("pooled", "windows")
-MUTUAL_MODES = ("objects", "batch")
-HIDDEN_ACTS = ("gelu", "quick_gelu")
-MAX_IMAGE_SIZE = 4096  # backbone input side; the papers use 518
-
-
-class ConfigError(ValueError):
-    """A setting that does not exist, has the wrong type, or contradicts another; names the key."""
-
-
-def option(default: Any, help: str, *, alias: str | None = None, stage: str = "fit",
-           choices: tuple | None = None, flag: str | None = None) -> Any:
-    """A config field with what the surfaces need to expose it.
-
-    alias: the short name (kwargs, ``--set``; default: the field name). flag: the CLI flag (default
-    ``--`` + alias with dashes). stage: ``fit`` or ``predict``. choices: allowed values (None allowed
-    too when the default is None).
-    """
-    meta = {"help": help, "alias": alias, "stage": stage, "choices": choices, "flag": flag}
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("mutable defaults: use a tuple")
-    return field(default=default, metadata=meta)
-
-
-def _check_choice(key: str, value: Any, choices: tuple, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}"
-                          f"{' (or unset)' if allow_none else ''}, got {value!r}")
-
-
-def _odd_sizes(key: str, values: tuple[int, ...] | None) -> None:
-    if not values or any(r < 1 or r % 2 == 0 for r in values):
-        raise ConfigError(f"{key} takes odd sizes >= 1 (e.g. 1,3,5), got {values}")
-
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    """What extracts the features (METHOD section 1); preprocessing travels with the weights."""
-
-    name: str = option("efficientnet-lite2", "Registry name, Hugging Face CLIP id or local CLIP directory.",
-                       alias="backbone")
-    image_size: int | None = option(None, "Backbone input side in pixels (default: the backbone's).")
-    taps: tuple[int, ...] | None = option(None, "Tap set: strides (EfficientNet: 8,16) or 1-based CLIP blocks "
-                                                "(6,12,18,24); default: the backbone's.")
-    hidden_act: str | None = option(None, "CLIP activation override: gelu reproduces the APRIL-GAN reference at "
-                                          "518 px (default: the checkpoint's own).", choices=HIDDEN_ACTS)
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ConfigError("backbone.name must name a backbone")
-        if self.image_size is not None and not 0 < self.image_size <= MAX_IMAGE_SIZE:
-            raise ConfigError(f"backbone.image_size must be in [1, {MAX_IMAGE_SIZE}] pixels, got {self.image_size}")
-        if self.taps is not None and (not self.taps or len(set(self.taps)) != len(self.taps)):
-            raise ConfigError(f"backbone.taps must list distinct taps, got {self.taps}")
-
-
-@dataclass(frozen=True)
-class ViewsConfig:
-    """How an image of any size and aspect becomes square backbone inputs (data/layout.py)."""
-
-    resize: str = option("squash", "squash (the papers), pad, or tile (long images).", choices=RESIZE_POLICIES)
-
-
-@dataclass(frozen=True)
-class MemoryConfig:
-    """The global memory bank of reference patches (METHOD section 5)."""
-
-    neighbourhood: tuple[int, ...] = option((3,), "Memory comparison scales: r x r token averaging, e.g. 1,3,5.")
-    augment: bool = option(False, "Add 11 augmented views of each reference (rotations, shifts, flips).")
-    coreset: int | None = option(None, "Memory rows kept per bank, in reference views (e.g. 8: as many as 8 "
-                                       "references without augment; a greedy k-centre coreset of the rest); "
-                                       "default: keep every row.")
-
-    def __post_init__(self) -> None:
-        _odd_sizes("memory.neighbourhood", self.neighbourhood)
-        if self.coreset is not None and self.coreset < 1:
-            raise ConfigError(f"memory.coreset must be >= 1 reference views (or unset: keep every row), got {self.coreset}")
-
-
-@dataclass(frozen=True)
-class ObjectsConfig:
-    """The individual (per-object) memory bank of Multi-Scale Memory Comparison."""
-
-    individual: str = option("off", "Per-object memory bank: on, off, or auto (on when every reference holds "
-                                    ">= 2 objects).", choices=INDIVIDUAL_MODES)
-    segmenter: str = option("classical", "Object segmenter: classical (no weights), sam, an HF SAM id or a "
-                                         "local SAM directory.")
-    fusion: str = option("sum", "Global + object maps: sum, or mean of reference-normalised maps.", choices=FUSIONS)
-    align: bool = option(True, "Turn each object crop to its main axis before comparing (orientation-robust).",
-                         alias="align_objects")
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    """Zero-shot text prompts (METHOD sections 2-4): CLIP backbones only."""
-
-    class_name: str | None = option(None, "Object name for the text prompts (CLIP backbones): turns the text "
-                                          "map on.")
-    adapters: str | None = option(None, "Trained APRIL-GAN adapters (safetensors or the authors' checkpoint).")
-    scales: str | None = option(None, "Multi-scale text map: pooled (1,3,5 token pooling) or windows (exact "
-                                      "WinCLIP windows).", alias="text_scales", choices=TEXT_SCALES)
-    window_sizes: tuple[int, ...] = option((2, 3), "Window sizes in patches for text_scales=windows.")
-
-    def __post_init__(self) -> None:
-        if (self.adapters or self.scales) and not self.class_name:
-            raise ConfigError("text.adapters and text.scales shape the text map, which needs text.class_name "
-                              "(and a CLIP backbone): give --class-name or drop them")
-        if not self.window_sizes or any(r < 1 for r in self.window_sizes):
-            raise ConfigError(f"text.window_sizes must be sizes >= 1, got {self.window_sizes}")
-
-
-@dataclass(frozen=True)
-class MutualConfig:
-    """Zero-shot, text-free, reference-free comparison (Multi-Scale Memory Comparison)."""
-
-    mode: str | None = option(None, "objects: each object against the other objects of its image; batch: each "
-                                    "image against the OTHER TEST IMAGES of the call (transductive).",
-                              alias="mutual", choices=MUTUAL_MODES)
-
-
-@dataclass(frozen=True)
-class PostConfig:
-    """Post-processing and decisions."""
-
-    smoothing_sigma: float = option(4.0, "Gaussian smoothing of maps in input pixels (0: off, as the APRIL-GAN "
-                                         "reference).")
-    image_threshold: float | None = option(None, "Decision level on pred_score (default 0.5, the level learned "
-                                                 "from the references).", stage="predict")
-    pixel_threshold: float | None = option(None, "Mask level on the calibrated map (default 0.5).", stage="predict")
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.smoothing_sigma <= 100:
-            raise ConfigError(f"post.smoothing_sigma must be in [0, 100] pixels (0: off), got {self.smoothing_sigma}")
-        for key in ("image_threshold", "pixel_threshold"):
-            value = getattr(self, key)
-            if value is not None and not (value > 0 and value < float("inf")):
-                raise ConfigError(f"post.{key} must be a positive finite number, got {value!r}")
-
+from .config_sections import (  # noqa: F401 - the sections are part of this module's API
+    FUSIONS,
+    HIDDEN_ACTS,
+    INDIVIDUAL_MODES,
+    MAX_IMAGE_SIZE,
+    MUTUAL_MODES,
+    RESIZE_POLICIES,
+    TEXT_SCALES,
+    BackboneConfig,
+    ConfigError,
+    DistributionConfig,
+    MemoryConfig,
+    MutualConfig,
+    ObjectsConfig,
+    PostConfig,
+    TextConfig,
+    ViewsConfig,
+    check_choice,
+)
 
 SECTIONS: dict[str, type] = {
-    "backbone": BackboneConfig, "views": ViewsConfig, "memory": MemoryConfig, "objects": ObjectsConfig,
-    "text": TextConfig, "mutual": MutualConfig, "post": PostConfig,
+    "backbone": BackboneConfig, "views": ViewsConfig, "memory": MemoryConfig, "distribution": DistributionConfig,
+    "objects": ObjectsConfig, "text": TextConfig, "mutual": MutualConfig, "post": PostConfig,
 }
 
 
@@ -180,6 +56,7 @@ class DetectorConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    distribution: DistributionConfig = field(default_factory=DistributionConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
     text: TextConfig = field(default_factory=TextConfig)
     mutual: MutualConfig = field(default_factory=MutualConfig)
@@ -372,7 +249,7 @@ def from_dict(data: Mapping[str, Any] | None = None, *overrides: Mapping[str, An
             spec = FIELDS[key]
             value = coerce(key, value)
             if spec.choices is not None:
-                _check_choice(key, value, spec.choices, spec.optional)
+                check_choice(key, value, spec.choices, spec.optional)
             values[spec.section][spec.name] = value
     try:
         return DetectorConfig(**{name: SECTIONS[name](**fields) for name, fields in values.items()})

@@ -31,13 +31,13 @@ from .data.images import (
     load_image,
 )
 from .embedding import PRECISIONS, EmbeddedImage, Embedder
-from .memory.augment import Transform, paper_transforms
 from .prediction import Prediction, decide
 from .scoring.fusion import ScoredImage, collect
 from .sources import SOURCES, ScoreSource
 
 if TYPE_CHECKING:
     from .export.onnx_detector import OnnxDetector
+    from .planning import ViewPlan
 
 RUNTIME = ("device", "batch_size", "progress", "max_pixels", "allow_download", "precision")
 
@@ -124,7 +124,7 @@ class Detector:
         return type(self)(self.config, **{k: getattr(self, k) for k in RUNTIME})
 
     def _forget(self) -> None:
-        for name in ("calibration_", "sources_", "n_references_"):
+        for name in ("calibration_", "sources_", "n_references_", "plan_"):
             self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------ set-up
@@ -143,7 +143,7 @@ class Detector:
         """Whether scores depend on the other images of a predict call (mutual="batch")."""
         return any(s.transductive for s in getattr(self, "sources_", []))
 
-    def _setup(self, names: list[str]) -> list[ScoreSource]:
+    def _setup(self, names: list[str]) -> None:
         """Backbone, segmenter and embedder for ``names`` sources (a backbone already built for the
         same settings and device is kept, so refitting does not reload weights)."""
         from .backbones import create_backbone
@@ -169,7 +169,11 @@ class Detector:
             segmenter = create_segmenter(cfg.objects.segmenter, **options)
         self.embedder_ = Embedder(self.backbone_, cfg.views.resize, self.batch_size, device, segmenter,
                                   cfg.objects.align, self.precision)
-        return [SOURCES[name](cfg, self.embedder_) for name in names]
+
+    def _sources(self, names: list[str], plan: ViewPlan) -> list[ScoreSource]:
+        """The ``names`` sources, built with the planned settings (after :meth:`_setup`)."""
+        self.plan_ = plan
+        return [SOURCES[name](plan.apply(self.config), self.embedder_) for name in names]
 
     def _wanted(self, has_references: bool) -> list[str]:
         names = [name for name, source in SOURCES.items() if source.wanted(self.config, has_references)]
@@ -182,12 +186,15 @@ class Detector:
     def fit(self, normal_images: Iterable[ImageInput] | ImageInput | None = None) -> Detector:
         """Learn from normal images (none: zero-shot / mutual) and calibrate on them; returns self."""
         from .calibrating import calibrate_sources
+        from .planning import plan_views
 
         images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
         # What a source learned without references (text features, adapters) carries over a refit.
         carried = {s.name: (s.state_dict(), s.meta()) for s in getattr(self, "sources_", [])
                    if s.carries_over(self.config)}
-        sources = self._setup(self._wanted(bool(images)))
+        names = self._wanted(bool(images))
+        self._setup(names)
+        sources = self._sources(names, plan_views(self.config, self.embedder_, images))
         for source in sources:
             if source.name in carried:
                 source.load_state_dict(*carried[source.name])
@@ -199,8 +206,8 @@ class Detector:
         return self
 
     def _add_references(self, sources: list[ScoreSource], images: list[np.ndarray]) -> list[EmbeddedImage]:
-        """Embed each reference once (with its augmented views) and hand it to every source."""
-        transforms = paper_transforms() if self.config.memory.augment else [Transform()]
+        """Embed each reference once (with its planned augmented views) and hand it to every source."""
+        transforms = self.plan_.transforms
         items = []
         for image in tqdm(images, desc="fit: embedding references", unit="img", disable=not self.progress):
             reference = self.embedder_.reference(image, transforms)
@@ -331,7 +338,7 @@ class Detector:
 
         self._check_fitted()
         write_bundle(directory, *bundle_document(self.config, self.backbone_.spec, self.sources_, self.n_references_,
-                                                 self.calibration_))
+                                                 self.calibration_, self.plan_))
 
     @classmethod
     def load(cls, directory: str, device: str = "auto", progress: bool = True, batch_size: int = 8,
@@ -352,7 +359,8 @@ class Detector:
         detector = cls(saved.config, device=device, progress=progress, batch_size=batch_size, max_pixels=max_pixels,
                        allow_download=allow_download, precision=precision)
         try:
-            sources = detector._setup(saved.sources)
+            detector._setup(saved.sources)
+            sources = detector._sources(saved.sources, saved.plan)
         except (ValueError, TypeError, KeyError) as error:  # a cache miss (OSError) is not damage: it stays
             raise IncompatibleBundleError(f"{directory}: cannot rebuild its detector ({error}); the bundle is "
                                           "damaged or from another setup, refit") from error

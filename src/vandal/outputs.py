@@ -11,19 +11,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .atomic import atomic_write_bytes, atomic_write_with
+from .png import png_bytes
 
 CSV_HEADER = ["path", "pred_score", "pred_label", "overlay_file", "mask_file", "map_file"]
-# zlib level 1: on 900 x 900 overlays ~5x faster than PIL's default 6, files ~25% larger.
-PNG_COMPRESS_LEVEL = 1
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def write_png(path: Path, array: np.ndarray) -> None:
-    atomic_write_with(path, lambda handle: Image.fromarray(array).save(handle, format="PNG",
-                                                                        compress_level=PNG_COMPRESS_LEVEL))
+    atomic_write_bytes(path, png_bytes(array))
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:

@@ -24,6 +24,9 @@ class Prediction:
     raw_score: the uncalibrated image score (distance / probability units).
     path: the input's name (a path, or a placeholder for in-memory images).
     text_score: the text-probability part of ``raw_score`` (text backbones with a class name), else None.
+    distribution_score: the distribution source's image score, calibrated like ``pred_score`` (0.5 = its
+    own level), else None. ``pred_score`` is the larger of it and ``raw_score`` calibrated (or it alone
+    with ``distribution.mode = "only"``).
     """
 
     pred_score: float
@@ -33,6 +36,7 @@ class Prediction:
     raw_score: float
     path: str | None = None
     text_score: float | None = None
+    distribution_score: float | None = None
 
 
 def decide(scored: ScoredImage, calibration: Calibration, post: PostConfig, name: str | None = None,
@@ -48,9 +52,15 @@ def decide(scored: ScoredImage, calibration: Calibration, post: PostConfig, name
     anomaly_map = raw.float().cpu().numpy()
     calibration.pixel(anomaly_map, out=anomaly_map)
     pred_score = float(calibration.image(raw_score))
+    # Image-level sources decide in units of their own level (1.0): the image score is the larger verdict.
+    decisions = [DECISION_LEVEL * d for d in scored.decisions.values()]
+    if decisions:
+        pred_score = max(decisions) if scored.exclusive else max(pred_score, *decisions)
     image_level = DECISION_LEVEL if post.image_threshold is None else post.image_threshold
     pixel_level = DECISION_LEVEL if post.pixel_threshold is None else post.pixel_threshold
     # Written as "not below": a NaN score or pixel is flagged, never passed as normal.
     return Prediction(pred_score=pred_score, anomaly_map=anomaly_map, pred_label=not pred_score <= image_level,
                       pred_mask=~(anomaly_map <= pixel_level), raw_score=raw_score, path=name,
-                      text_score=scored.text)
+                      text_score=scored.text,
+                      distribution_score=(DECISION_LEVEL * scored.decisions["distribution"]
+                                          if "distribution" in scored.decisions else None))

@@ -68,7 +68,7 @@ class OnnxDetector:
 
     @property
     def source_names(self) -> list[str]:
-        return ["memory"]
+        return ["memory"] + (["distribution"] if self.metadata_.get("distribution") else [])
 
     def set_params(self, **params: Any) -> OnnxDetector:
         """Runtime options and decision levels (``image_threshold``, ``pixel_threshold``); anything else is
@@ -88,17 +88,33 @@ class OnnxDetector:
         """``[H, W, 3]`` uint8 -> (views, ``[V, 3, S, S]`` normalised inputs) under the resize policy."""
         return image_views(image, self.image_size, self.preprocessing, self.config.views.resize)
 
-    def raw_maps(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Normalised views ``[V, 3, S, S]`` -> the graph's smoothed raw maps ``[V, S, S]``, ``batch_size``
-        views per run."""
+    def raw_maps(self, inputs: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Normalised views ``[V, 3, S, S]`` -> the graph's smoothed raw maps ``[V, S, S]`` and the
+        distribution terms ``[V, C]`` (two), ``batch_size`` views per run."""
         pixels = inputs.numpy()
-        maps = [self.session_.run(["raw_map"], {"pixels": pixels[start: start + self.batch_size]})[0]
+        names = [o.name for o in self.session_.get_outputs()]
+        wanted = ["raw_map"] + [n for n in ("dist_delta", "dist_pdelta") if n in names]
+        runs = [self.session_.run(wanted, {"pixels": pixels[start: start + self.batch_size]})
                 for start in range(0, len(pixels), self.batch_size)]
-        return torch.from_numpy(np.concatenate(maps))
+        maps = torch.from_numpy(np.concatenate([r[0] for r in runs]))
+        if len(wanted) == 1:  # exported before the distribution source: no terms
+            return maps, np.zeros((len(maps), 1), np.float32), np.zeros((len(maps), 1), np.float32)
+        return maps, np.concatenate([r[1] for r in runs]), np.concatenate([r[2] for r in runs])
 
-    def _decide(self, image: np.ndarray, views: list[View], raw: torch.Tensor, name: str | None,
+    def _decisions(self, delta: np.ndarray, pdelta: np.ndarray) -> dict[str, float]:
+        """One image's views' distribution terms -> its decision (as the torch source gives it)."""
+        distribution = self.metadata_.get("distribution")
+        if not distribution:
+            return {}
+        d = float(delta.astype(np.float64).mean(axis=0) @ pdelta.astype(np.float64).mean(axis=0))
+        return {"distribution": d / (distribution["level"] * distribution["margin"])}
+
+    def _decide(self, image: np.ndarray, views: list[View], outputs: tuple, name: str | None,
                 grid: bool = False) -> Prediction:
-        scored = ScoredImage(views, image.shape[0], image.shape[1], raw, [], None, True)
+        raw, delta, pdelta = outputs
+        distribution = self.metadata_.get("distribution") or {}
+        scored = ScoredImage(views, image.shape[0], image.shape[1], raw, [], None, True,
+                             self._decisions(delta, pdelta), bool(distribution.get("exclusive")))
         return decide(scored, self.calibration_, self.config.post, name, grid)
 
     def predict_image(self, image: np.ndarray, name: str | None = None, grid: bool = False) -> Prediction:
@@ -125,16 +141,16 @@ class OnnxDetector:
 
     def _run_chunk(self, chunk: list) -> Iterator[tuple]:
         ready = [item for _, _, item in chunk if not isinstance(item, UnreadableImageError)]
-        maps = self.raw_maps(torch.cat([inputs for _, (_, inputs) in ready])) if ready else None
+        outputs = self.raw_maps(torch.cat([inputs for _, (_, inputs) in ready])) if ready else None
         offset = 0
         for entry, index, item in chunk:
             if isinstance(item, UnreadableImageError):
                 yield entry, item, None
                 continue
             image, (views, _) = item
-            raw = maps[offset: offset + len(views)]
+            part = tuple(o[offset: offset + len(views)] for o in outputs)
             offset += len(views)
-            yield entry, image, self._decide(image, views, raw, describe(entry, index))
+            yield entry, image, self._decide(image, views, part, describe(entry, index))
 
     def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
                      total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:

@@ -50,17 +50,31 @@ def metadata(detector) -> dict[str, str]:
         "resample": spec.preprocessing.resample, "resize": config.views.resize,
         "image_threshold": calibration.image_threshold, "pixel_threshold": calibration.pixel_threshold,
         "decision_level": 0.5, "taps": list(spec.taps), "tap_dims": list(spec.tap_dims),
-        "neighbourhood": list(config.memory.neighbourhood), "smoothing_sigma": config.post.smoothing_sigma,
+        "neighbourhood": list(detector.plan_.neighbourhood), "smoothing_sigma": config.post.smoothing_sigma,
+        "distribution": _distribution(detector),
         "n_references": detector.n_references_,
         "inputs": {INPUT: f"[B, 3, {size}, {size}] float32: views resized ({spec.preprocessing.resample}) and "
                           "normalised with mean/std, under the resize policy"},
         "outputs": {"pred_score": "[B] calibrated max of each view's map on the input grid (0.5 = threshold)",
                     "anomaly_map": f"[B, {size}, {size}] calibrated map per view (0.5 = threshold)",
                     "raw_map": f"[B, {size}, {size}] smoothed raw map per view: merge views, take the max, "
-                               "divide by the raw thresholds and multiply by 0.5"},
+                               "divide by the raw thresholds and multiply by 0.5",
+                    "dist_delta": "[B, C] per view: mean L2-normalised deepest-tap token minus the references' "
+                                  "mean ([B, 1] zeros when 'distribution' is null)",
+                    "dist_pdelta": "[B, C] per view: dist_delta times the references' precision; an image's "
+                                   "D = mean(dist_delta) . mean(dist_pdelta) over its views, its score "
+                                   "0.5 * D / (level * margin), joined to the map's score by maximum"},
         "config": config.to_dict(), "calibration": calibration.to_dict(),
     }
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
+
+
+def _distribution(detector) -> dict | None:
+    """The distribution source's level, margin and mode (None when the detector has none)."""
+    source = next((s for s in detector.sources_ if s.name == "distribution"), None)
+    if source is None:
+        return None
+    return {"level": source.model.level, "margin": source.model.margin, "exclusive": source.exclusive}
 
 
 def _graph(detector) -> MemoryGraph:
@@ -156,7 +170,7 @@ def export_onnx(detector, path: str | os.PathLike, external_data: bool = False, 
     del model.metadata_props[:]
     for key, value in metadata(detector).items():
         model.metadata_props.add(key=key, value=value)
-    model.doc_string = "vandal anomaly detector: normalised views -> pred_score, anomaly_map, raw_map"
+    model.doc_string = "vandal anomaly detector: normalised views -> pred_score, anomaly_map, raw_map, dist_delta, dist_pdelta"
     target.parent.mkdir(parents=True, exist_ok=True)
     _write(onnx, model, target, external_data)
     if verify:

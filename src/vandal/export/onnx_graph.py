@@ -17,6 +17,7 @@ input-grid map (the ``grid`` score): equal to the image score for ``squash`` up 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..memory.bank import MemoryBank
@@ -28,7 +29,7 @@ from ..scoring.text import gaussian_smooth
 # symbolic), so peak memory is batch x tokens per view x GRAPH_BANK_BLOCK x 4 bytes (26 MB per view
 # for the 40 x 40 tap of EfficientNet-Lite2 at 320 px), however large the bank.
 GRAPH_BANK_BLOCK = 4096
-OUTPUTS = ("pred_score", "anomaly_map", "raw_map")
+OUTPUTS = ("pred_score", "anomaly_map", "raw_map", "dist_delta", "dist_pdelta")
 EXPORTABLE_BACKBONES = ("efficientnet-lite2", "clip")
 # Source -> the option that turned it on, for the refusal message.
 SOURCE_OPTIONS = {"text": "text.class_name (--class-name)", "objects": "objects.individual (--individual)",
@@ -45,7 +46,7 @@ def check_exportable(detector) -> None:
     encoder)."""
     if not detector.fitted:
         raise NotExportableError("the detector is not fitted: fit it (or load a saved bundle) before export")
-    others = [name for name in detector.source_names if name != "memory"]
+    others = [name for name in detector.source_names if name not in ("memory", "distribution")]
     if others:
         options = ", ".join(SOURCE_OPTIONS.get(name, name) for name in others)
         raise NotExportableError(
@@ -61,8 +62,9 @@ def check_exportable(detector) -> None:
 
 class MemoryGraph(nn.Module):
     """pixels ``[B, 3, S, S]`` (normalised views) -> ``pred_score [B]``, ``anomaly_map [B, S, S]``
-    (calibrated, per view) and ``raw_map [B, S, S]`` (smoothed, uncalibrated: what
-    :func:`~vandal.prediction.decide` merges and scores outside the graph)."""
+    (calibrated, per view), ``raw_map [B, S, S]`` (smoothed, uncalibrated: what
+    :func:`~vandal.prediction.decide` merges and scores outside the graph), and the distribution
+    source's per-view terms ``dist_delta``, ``dist_pdelta`` ``[B, C]`` (``[B, 1]`` zeros without it)."""
 
     def __init__(self, detector):
         super().__init__()
@@ -76,15 +78,31 @@ class MemoryGraph(nn.Module):
         self.keys = list(source.banks.banks)
         for index, key in enumerate(self.keys):
             self.register_buffer(f"bank{index}", source.banks.banks[key].features.detach().float().cpu().contiguous())
+        model = next((s.model for s in detector.sources_ if s.name == "distribution"), None)
+        self.distribution = model is not None
+        if model is not None:  # float32 in the graph: the difference of two means ~1e-3 keeps 4 digits
+            self.register_buffer("dist_mean", model.gaussian.mean.float().cpu())
+            self.register_buffer("dist_precision", model.gaussian.precision.float().cpu())
+            self.dist_scale = 0.5 / (model.level * model.margin)
 
     def banks(self) -> dict[str, MemoryBank]:
         """The registered banks as the memory source holds them, searched with the graph's blocks."""
         return {key: MemoryBank(getattr(self, f"bank{index}"), blocks=(None, GRAPH_BANK_BLOCK))
                 for index, key in enumerate(self.keys)}
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         taps = [tap.float() for tap in self.backbone(pixels).taps]
         raw = memory_map(taps, self.banks(), self.neighbourhood, self.size)
         if self.sigma > 0:
             raw = gaussian_smooth(raw, self.sigma)
-        return self.calibration.image(raw.amax(dim=(1, 2))), self.calibration.pixel(raw), raw
+        score = self.calibration.image(raw.amax(dim=(1, 2)))
+        if not self.distribution:
+            zeros = raw.new_zeros(raw.shape[0], 1)
+            return score, self.calibration.pixel(raw), raw, zeros, zeros
+        # Per view: delta = mean token - mu and P delta. An image of V views has D = mean(delta) . mean(P delta)
+        # (the runtime averages them); one view's D gives the graph's own score.
+        tokens = F.normalize(taps[-1], dim=-1)
+        delta = tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]).mean(dim=1) - self.dist_mean
+        pdelta = delta @ self.dist_precision
+        score = torch.maximum(score, (delta * pdelta).sum(dim=1) * self.dist_scale)
+        return score, self.calibration.pixel(raw), raw, delta, pdelta

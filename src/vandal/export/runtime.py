@@ -16,7 +16,8 @@ VERIFY_TOLERANCE = 1e-4
 METADATA_KEYS = ("format", "format_version", "vandal_version", "backbone", "backbone_kind", "image_size", "mean",
                  "std", "resample", "resize", "image_threshold", "pixel_threshold", "decision_level", "taps",
                  "tap_dims", "neighbourhood", "smoothing_sigma", "n_references", "inputs", "outputs", "config",
-                 "calibration")
+                 "calibration", "distribution")
+OPTIONAL_KEYS = ("distribution",)  # exports from before the distribution source lack it
 
 
 def _require_onnxruntime():
@@ -55,7 +56,7 @@ def read_metadata(path: str, props: dict[str, str]) -> dict[str, Any]:
     if props.get("format") != FORMAT:
         raise ValueError(f"{path}: not a vandal ONNX model (metadata 'format' is {props.get('format')!r}); export one "
                          "with `vandal export MODEL_DIR --format onnx --out model.onnx`")
-    missing = [key for key in METADATA_KEYS if key not in props]
+    missing = [key for key in METADATA_KEYS if key not in props and key not in OPTIONAL_KEYS]
     try:
         values = {key: json.loads(value) if key not in ("format", "vandal_version", "backbone", "backbone_kind",
                                                          "resample", "resize") else value

@@ -143,8 +143,11 @@ class BankSet:
         self.banks: dict[str, MemoryBank] = {}
         self.units: list[int] = []
         self.rows: dict[str, list[int]] = {}  # per key: rows of each reference, in bank order
+        # Under a coreset, per key: each kept row's index among its reference's own rows (where in which
+        # view it lies). Known for banks built in this process, not for loaded ones.
+        self.origins: dict[str, torch.Tensor] = {}
         self._budgets: dict[str, int] = {}
-        self._pending: list[dict[str, torch.Tensor]] = []
+        self._pending: list[dict[str, tuple[torch.Tensor, torch.Tensor | None]]] = []
 
     def __len__(self) -> int:
         return len(self.units)
@@ -158,12 +161,14 @@ class BankSet:
         queued = {}
         for key, value in tokens.items():
             flat = F.normalize(value.reshape(-1, value.shape[-1]).float(), dim=-1)
+            origin = None
             if self.coreset is not None:
                 budget = self._budgets.setdefault(key, self.coreset * value.shape[1] * value.shape[2])
                 share = reference_share(budget, index, flat.shape[0])
-                if share < flat.shape[0]:
-                    flat = flat[greedy_k_centre(flat, share, seed=index)]
-            queued[key] = flat
+                origin = greedy_k_centre(flat, share, seed=index) if share < flat.shape[0] else None
+                flat = flat if origin is None else flat[origin]
+                origin = torch.arange(flat.shape[0]) if origin is None else origin.cpu()
+            queued[key] = (flat, origin)
             self.rows.setdefault(key, []).append(flat.shape[0])
         self._pending.append(queued)
 
@@ -172,13 +177,25 @@ class BankSet:
         if not self._pending:
             return
         for key in self._pending[0]:
-            parts = ([self.banks[key].features] if key in self.banks else []) + [p[key] for p in self._pending]
+            parts = ([self.banks[key].features] if key in self.banks else []) + [p[key][0] for p in self._pending]
             features = torch.cat([p.to(parts[-1].device) for p in parts])
-            budget = self._budgets.get(key)
-            if budget is not None and features.shape[0] > budget:
-                features, self.rows[key] = reduce_grouped(features, self.rows[key], budget)
-            self.banks[key] = MemoryBank(features)
+            if self.coreset is not None:
+                self._reduce(key, features)
+            else:
+                self.banks[key] = MemoryBank(features)
         self._pending = []
+
+    def _reduce(self, key: str, features: torch.Tensor) -> None:
+        """Bank ``key`` from the old rows and the queued shares ``features``, cut to its budget."""
+        known = key in self.origins or key not in self.banks  # a loaded bank's origins are not saved
+        origins = ([self.origins[key]] if key in self.origins else []) + [p[key][1] for p in self._pending]
+        origin = torch.cat(origins) if known else None
+        if features.shape[0] > self._budgets[key]:
+            kept, self.rows[key] = reduce_grouped(features, self.rows[key], self._budgets[key])
+            features, origin = features[kept], None if origin is None else origin[kept.cpu()]
+        self.banks[key] = MemoryBank(features)
+        if origin is not None:
+            self.origins[key] = origin
 
     def owners(self, key: str) -> torch.Tensor:
         """The reference each row of bank ``key`` came from, ``[M]``."""
@@ -206,6 +223,7 @@ class BankSet:
         ``rows`` (per key, rows of each reference: a coreset's provenance) must."""
         self.banks = {key: MemoryBank(value.to(device)) for key, value in state.items()}
         self.units = [int(u) for u in units]
+        self.origins = {}
         total = sum(self.units)
         if rows is None:
             for key, bank in self.banks.items():

@@ -86,11 +86,11 @@ def reference_share(budget: int, index: int, rows: int) -> int:
 def reduce_grouped(features: torch.Tensor, counts: Sequence[int], budget: int,
                    seed: int = 0) -> tuple[torch.Tensor, list[int]]:
     """The greedy coreset of ``features`` ``[N, C]`` whose rows come in consecutive groups of ``counts``
-    (one per reference) -> ``([min(budget, N), C]`` kept rows, kept rows per group). Kept rows stay in
-    their order, so they stay grouped by owner."""
+    (one per reference) -> (kept row indices ``[min(budget, N)]``, ascending, so the kept rows stay
+    grouped by owner; kept rows per group)."""
     if sum(counts) != features.shape[0]:
         raise ValueError(f"group sizes add up to {sum(counts)}, but there are {features.shape[0]} rows")
     kept = greedy_k_centre(features, budget, seed)
     edges = torch.tensor(counts, device=kept.device).cumsum(0)
     owners = torch.bucketize(kept, edges, right=True)
-    return features[kept], torch.bincount(owners, minlength=len(counts)).tolist()
+    return kept, torch.bincount(owners, minlength=len(counts)).tolist()

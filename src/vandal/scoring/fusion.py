@@ -10,7 +10,7 @@ source that acts through its map answered), as both papers score images.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,8 @@ class ScoredImage:
     view_maps: ``[V, S, S]`` smoothed sum of the view sources. image_maps: ``([H, W], fusion rule)``
     per image-space source. text: the summed image-score parts (None when no source gave one).
     map_in_score: whether the fused map's maximum joins the image score.
+    decisions: image-level sources' own decisions (1.0 = their level), by source name.
+    exclusive: the decisions alone are the image score.
     """
 
     views: list[View]
@@ -38,6 +40,8 @@ class ScoredImage:
     image_maps: list[tuple[torch.Tensor, str]]
     text: float | None
     map_in_score: bool
+    decisions: dict[str, float] = field(default_factory=dict)
+    exclusive: bool = False
 
 
 def collect(item, answers: Sequence[tuple[object, object]], size: int, sigma: float) -> ScoredImage:
@@ -45,8 +49,13 @@ def collect(item, answers: Sequence[tuple[object, object]], size: int, sigma: fl
     view_maps = None
     image_maps: list[tuple[torch.Tensor, str]] = []
     parts: list[float] = []
+    decisions: dict[str, float] = {}
     for source, answer in answers:
-        if source.space == "views":
+        if answer.decision is not None:
+            decisions[source.name] = answer.decision
+        if answer.map is None:
+            pass
+        elif source.space == "views":
             view_maps = answer.map if view_maps is None else view_maps + answer.map
         else:
             image_maps.append((answer.map, source.fusion))
@@ -58,7 +67,8 @@ def collect(item, answers: Sequence[tuple[object, object]], size: int, sigma: fl
     if sigma > 0:
         view_maps = gaussian_smooth(view_maps, sigma)
     return ScoredImage(item.views, item.height, item.width, view_maps, image_maps, sum(parts) if parts else None,
-                       any(source.map_in_image_score for source, _ in answers))
+                       any(source.map_in_image_score for source, _ in answers), decisions,
+                       any(source.exclusive for source, _ in answers))
 
 
 def fuse(scored: ScoredImage, scales: tuple[float, float] | None, grid: bool = False) -> tuple[torch.Tensor, float]:

@@ -7,6 +7,7 @@ then folds the image-space maps in this order.
 from __future__ import annotations
 
 from .base import FixedLevels, ScoreSource, SourceScore
+from .distribution import DistributionSource
 from .memory import MemorySource
 from .mutual import MutualBatchSource, MutualObjectsSource
 from .objects import ObjectMemorySource
@@ -14,7 +15,7 @@ from .text import TextSource
 
 SOURCES: dict[str, type[ScoreSource]] = {
     source.name: source
-    for source in (MemorySource, TextSource, ObjectMemorySource, MutualObjectsSource, MutualBatchSource)
+    for source in (MemorySource, DistributionSource, TextSource, ObjectMemorySource, MutualObjectsSource, MutualBatchSource)
 }
 
 __all__ = ["SOURCES", "FixedLevels", "ScoreSource", "SourceScore"]

@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class SourceScore:
-    """One source's answer for one image: its map (in the source's space) and its part of the raw
-    image score (None when the source only contributes through its map)."""
+    """One source's answer for one image: its map (in the source's space; None for an image-level
+    source), its part of the raw image score (None when the source only contributes through its map),
+    and its own decision (image-level sources with a level of their own: 1.0 = that level)."""
 
-    map: torch.Tensor
+    map: torch.Tensor | None
     image_score: float | None = None
+    decision: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class ScoreSource:
     transductive: ClassVar[bool] = False  # scores a whole batch at once (score_batch)
     uses_objects: ClassVar[bool] = False  # needs the image's segmented objects (a segmenter)
     fusion: str = "sum"  # image-space sources: how the map joins the view map
+    exclusive: bool = False  # its decision alone is the image score (e.g. distribution.mode = "only")
 
     def __init__(self, config: DetectorConfig, embedder: Embedder):
         self.config = config

@@ -1,0 +1,78 @@
+"""The image-level distribution source: the image's mean token against the references' Gaussian.
+
+A nearest-patch distance cannot see a change that affects the whole image alike (a texture woven
+finer, or turned): every patch still has a near neighbour in the memory. The mean token moves
+(:mod:`vandal.scoring.distribution`). This source gives no map; its answer is a decision in units
+of its own level (learned from the references: leave-one-out and split nulls), which joins the
+calibrated image score by maximum, or is the image score alone (``distribution.mode = "only"``).
+
+Measured on the simulated textile (``benchmarks/bench_textures.py``), the deepest tap separates
+global defects best; it is also the narrowest grid, so the Gaussian is cheapest there.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..scoring.distribution import DistributionModel
+from .base import ScoreSource, SourceScore
+
+# D above twice the references' null level is flagged: simulated textile k = 1, 3% of good images.
+DISTRIBUTION_MARGIN = 2.0
+MAX_FOLDS = 16  # leave-one-out null values (each a C x C inverse); split nulls come from every reference
+
+
+class DistributionSource(ScoreSource):
+    name = "distribution"
+    space = "views"
+    map_in_image_score = False
+
+    def __init__(self, config, embedder):
+        super().__init__(config, embedder)
+        self.model = DistributionModel(MAX_FOLDS, DISTRIBUTION_MARGIN)
+        self.exclusive = config.distribution.mode == "only"
+
+    @classmethod
+    def wanted(cls, config, has_references: bool) -> bool:
+        return has_references and config.distribution.mode != "off"
+
+    @property
+    def reference_count(self) -> int:
+        return self.model.references + len(self.model.pending)
+
+    @staticmethod
+    def _tokens(item) -> torch.Tensor:
+        """The deepest tap of the image's views ``[V, h, w, C]`` (identity views only)."""
+        return item.output.taps[-1].float()
+
+    def add(self, reference) -> None:
+        # The identity views only: augmented ones would teach it that a turned texture is normal,
+        # which is exactly a global defect.
+        self.model.add(self._tokens(reference.item))
+
+    def finish(self) -> bool:
+        self.model.finish()
+        return True
+
+    def score(self, item) -> SourceScore:
+        tokens = self._tokens(item)
+        decision = self.model.decisions(tokens.reshape(1, -1, tokens.shape[-1]))
+        return SourceScore(None, decision=float(decision[0]))
+
+    def score_left_out(self, index: int, item) -> SourceScore:
+        """Calibration of the other sources only needs an answer; this source set its own level from
+        leave-one-out nulls already (see :class:`~vandal.scoring.distribution.DistributionModel`)."""
+        return SourceScore(None, decision=None)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def meta(self) -> dict:
+        return self.model.meta()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], meta: dict) -> None:
+        self.model.load(state, meta)
+
+    def expected_state(self, meta: dict) -> dict[str, tuple[int | None, ...]]:
+        c = self.embedder.backbone.spec.tap_dims[-1]
+        return {"sum": (c,), "outer": (c, c), "precision": (c, c)}

@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vandal.scoring.distribution import (
+    DistributionModel,
+    TokenGaussian,
+    TokenMoments,
+    diagonal_halves,
+    loo_scale,
+    oas_covariance,
+    split_null,
+)
+
+
+def tokens(seed: int, n: int = 200, c: int = 6, shift: float = 0.0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, generator=gen, dtype=torch.float64) + 3.0
+    x[:, 0] += shift
+    return x
+
+
+def test_moments_add_and_subtract_like_concatenation():
+    a, b = tokens(0), tokens(1, n=50)
+    both = TokenMoments.of(torch.cat([a, b]))
+    summed = TokenMoments.of(a) + TokenMoments.of(b)
+    assert summed.count == both.count
+    assert torch.allclose(summed.outer, both.outer) and torch.allclose(summed.total, both.total)
+    back = summed - TokenMoments.of(b)
+    assert torch.allclose(back.mean, TokenMoments.of(a).mean)
+
+
+def test_oas_matches_scikit_learn():
+    from sklearn.covariance import OAS
+
+    x = tokens(2, n=40, c=12)
+    normalised = F.normalize(x, dim=-1)
+    expected = OAS(assume_centered=False).fit(normalised.numpy()).covariance_
+    assert np.allclose(oas_covariance(TokenMoments.of(x)).numpy(), expected, atol=1e-10)
+
+
+def test_mean_shift_is_the_mahalanobis_distance_of_the_mean_token():
+    ref, test = tokens(3), tokens(4, n=30, shift=2.0)
+    gaussian = TokenGaussian.fit(TokenMoments.of(ref))
+    d = F.normalize(test, dim=-1).mean(0) - F.normalize(ref, dim=-1).mean(0)
+    cov = oas_covariance(TokenMoments.of(ref))
+    assert gaussian.mean_shift(test) == pytest.approx(float(d @ torch.linalg.solve(cov, d)), rel=1e-9)
+
+
+def fitted(grids: list[torch.Tensor], max_folds: int = 16) -> DistributionModel:
+    model = DistributionModel(max_folds, margin=2.0)
+    for g in grids:
+        model.add(g)
+    model.finish()
+    return model
+
+
+def test_leave_one_out_nulls_equal_refits_on_the_others():
+    grids = [tokens(10 + i, n=64).reshape(1, 8, 8, 6) for i in range(4)]
+    model = fitted(grids)
+    loo = model.nulls[0::2]  # leave-one-out and split null alternate per reference
+    for i, value in enumerate(loo):
+        others = torch.cat([g for j, g in enumerate(grids) if j != i])
+        want = loo_scale(4) * TokenGaussian.fit(TokenMoments.of(others)).mean_shift(grids[i])
+        assert value == pytest.approx(want, rel=1e-9)
+    assert model.nulls[1::2] == pytest.approx([split_null(g[0]) for g in grids])
+    assert model.level == pytest.approx(sum(model.nulls) / 8)
+    assert fitted(grids[:1]).nulls == pytest.approx([split_null(grids[0][0])])  # one reference: split only
+
+
+def test_adding_references_later_equals_fitting_on_all():
+    grids = [tokens(20 + i, n=64).reshape(1, 8, 8, 6) for i in range(5)]
+    late = fitted(grids[:3])
+    for g in grids[3:]:
+        late.add(g)
+    late.finish()
+    at_once = fitted(grids)
+    assert torch.allclose(late.gaussian.precision, at_once.gaussian.precision)
+    test = tokens(40, n=64).reshape(1, 64, 6)
+    assert float(late.decisions(test)[0]) == pytest.approx(float(at_once.decisions(test)[0]), rel=0.5)
+    assert late.references == 5 and len(late.nulls) == len(at_once.nulls)
+
+
+def test_only_the_first_folds_keep_their_moments():
+    grids = [tokens(30 + i, n=64).reshape(1, 8, 8, 6) for i in range(4)]
+    model = DistributionModel(max_folds=2, margin=2.0)
+    for g in grids:
+        model.add(g)
+    assert [s.moments is not None for s in model.pending] == [True, True, False, False]
+    model.finish()
+    assert len(model.nulls) == 2 + 4  # two leave-one-out folds, a split null per reference
+
+
+def test_diagonal_halves_cover_the_grid_once_with_every_border():
+    grid = torch.arange(6 * 4 * 1, dtype=torch.float64).reshape(6, 4, 1)
+    a, b = diagonal_halves(grid)
+    assert len(a) + len(b) == 24 and set(a.ravel().tolist()) | set(b.ravel().tolist()) == set(range(24))
+    assert {0.0, 23.0} <= set(a.ravel().tolist())  # top-left and bottom-right corners in one half
+    assert {3.0, 20.0} <= set(b.ravel().tolist())
+
+
+def test_split_null_is_small_on_a_stationary_grid_and_large_on_a_two_part_one():
+    gen = torch.Generator().manual_seed(5)
+    stationary = torch.randn(12, 12, 8, generator=gen) + 2.0
+    two_parts = stationary.clone()
+    two_parts[:6, :6, 0] += 8.0  # one quadrant is another material: an object, not a texture
+    assert split_null(two_parts) > 10 * split_null(stationary)
+
+
+def test_decisions_flag_a_global_shift_and_not_new_normal_draws():
+    gen = torch.Generator().manual_seed(6)
+    refs = torch.randn(3, 1, 10, 10, 16, generator=gen) + 1.0
+    normal = torch.randn(5, 100, 16, generator=gen) + 1.0
+    shifted = normal.clone()
+    shifted[..., :4] += 0.5  # every token moves a little: no single token is unusual
+    model = fitted(list(refs))
+    assert len(model.nulls) == 6  # 3 leave-one-out + 3 splits
+    assert float(model.decisions(normal).max()) < 1.0 < float(model.decisions(shifted).min())
+
+
+def test_state_round_trip_and_damage():
+    gen = torch.Generator().manual_seed(7)
+    model = fitted([torch.randn(1, 6, 6, 5, generator=gen) for _ in range(3)])
+    again = DistributionModel(16, 2.0)
+    again.load(model.state_dict(), model.meta())
+    test = torch.randn(3, 36, 5, generator=gen)
+    assert torch.allclose(model.decisions(test), again.decisions(test))
+    for key, value in (("level", 0.0), ("level", float("nan")), ("tokens", 1), ("references", True)):
+        with pytest.raises(ValueError, match=key):
+            DistributionModel(16, 2.0).load(model.state_dict(), {**model.meta(), key: value})
+    with pytest.raises(ValueError, match=r"\[V, h, w, C\]"):
+        DistributionModel(16, 2.0).add(torch.randn(6, 6, 5))
+    with pytest.raises(ValueError, match="not fitted"):
+        DistributionModel(16, 2.0).decisions(test)
