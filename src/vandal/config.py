@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config_sections import (  # noqa: F401 - the sections are part of this module's API
+    DEFAULT_CLIP,
     FUSIONS,
     HIDDEN_ACTS,
     INDIVIDUAL_MODES,

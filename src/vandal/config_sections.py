@@ -19,6 +19,9 @@ TEXTURE_MODES = ("auto", "on", "off")
 DISTRIBUTION_MODES = ("on", "off", "only")
 HIDDEN_ACTS = ("gelu", "quick_gelu")
 MAX_IMAGE_SIZE = 4096  # backbone input side; the papers use 518
+# The CLIP backbone that text defaults to; defined here, not in vandal.backbones, so that the command
+# line can name it without importing torch.
+DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
 
 
 class ConfigError(ValueError):

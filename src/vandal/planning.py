@@ -68,7 +68,8 @@ class ViewPlan:
             raise ValueError(f"field 'plan' must be an object, got {type(data).__name__}")
         views = data.get("views")
         known = transforms_by_name()
-        if not isinstance(views, list) or not views or views[0] != "identity" or any(v not in known for v in views):
+        if not isinstance(views, list) or not views or views[0] != "identity" or any(
+                not isinstance(v, str) or v not in known for v in views):
             raise ValueError(f"field 'plan.views' must list known views starting with identity, got {views!r}")
         sizes = data.get("neighbourhood")
         if not isinstance(sizes, list) or not sizes or any(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..config import DEFAULT_CLIP
 from .base import Backbone, BackboneOutput, BackboneSpec, Preprocessing
 
 DEFAULT_BACKBONE = "efficientnet-lite2"
-DEFAULT_CLIP = "openai/clip-vit-large-patch14-336"
 
 
 def _build_efficientnet(name: str, image_size: int | None, taps: tuple[int, ...] | None, offline: bool = False,

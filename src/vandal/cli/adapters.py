@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..backbones import DEFAULT_CLIP
-from ..config import coerce
+from ..config import DEFAULT_CLIP, coerce  # not vandal.backbones: that imports torch, even for --help
 from .common import echo, fail, user_errors
 
 # The authors' release: ViT-L/14@336 run at 518 with taps at blocks 6, 12, 18, 24.

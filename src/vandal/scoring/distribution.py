@@ -209,6 +209,9 @@ class DistributionModel:
             raise ValueError(f"distribution field 'level' must be a positive finite number, got {level!r}")
         self.total = TokenMoments(int(meta["tokens"]), state["sum"].double(), state["outer"].double())
         self.references = int(meta["references"])
+        if not isinstance(meta["nulls"], list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in meta["nulls"]):
+            raise ValueError("distribution field 'nulls' must list finite numbers")
         self.nulls = [float(v) for v in meta["nulls"]]
         self.level = float(meta["level"])
         self.gaussian = TokenGaussian(self.total.mean, state["precision"].double())

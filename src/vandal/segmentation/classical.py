@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from .base import ObjectMask, as_rgb, filter_masks, mask_box
 
@@ -99,6 +98,8 @@ class ClassicalSegmenter:
 
     def background_distance(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (H, W) float32 Lab distance from the median border colour."""
+        from scipy import ndimage  # deferred: ~0.35 s that a detector without object banks never needs
+
         lab = rgb_to_lab(image)
         h, w = lab.shape[:2]
         band = max(1, int(round(self.border_frac * min(h, w))))
@@ -133,6 +134,8 @@ class ClassicalSegmenter:
         return dist > thr
 
     def _clean(self, fg: np.ndarray) -> np.ndarray:
+        from scipy import ndimage  # deferred: ~0.35 s that a detector without object banks never needs
+
         if self.open_radius > 0:
             fg = ndimage.binary_opening(fg, structure=_disk(self.open_radius))
         if self.close_radius > 0:
@@ -148,6 +151,8 @@ class ClassicalSegmenter:
     def __call__(self, image: np.ndarray) -> list[ObjectMask]:
         """(H, W, 3) uint8 -> objects, largest first. score = fraction of the object's pixels that
         passed the threshold before clean-up (low when the mask is mostly filled-in holes)."""
+        from scipy import ndimage  # deferred: ~0.35 s that a detector without object banks never needs
+
         image = as_rgb(image)
         h, w = image.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
