@@ -103,7 +103,8 @@ def run_one(args: argparse.Namespace) -> dict:
     out = {"refs": args.refs, "augment": args.augment, "budget": args.budget, "fit_s": fit, "coreset_s": spent.get("coreset", 0.0),
            "calibrate_s": spent.get("calibrate", 0.0), "predict_s": predict,
            "rss_fit_mb": rss_fit, "bank_rows": {k: len(b) for k, b in memory.banks.banks.items()},
-           "image_threshold": detector.calibration_.image_threshold}
+           "image_threshold": detector.calibration_.image_threshold, "calibration": detector.calibration_.method,
+           "neighbourhood": list(memory.neighbourhood), "sources": detector.source_names}
     if args.auroc:
         out.update(evaluate(detector, split.test))
     out["rss_mb"] = peak_mb()
@@ -127,6 +128,7 @@ def main() -> None:
                         help="memory.coreset in reference views; 0 = keep every row")
     parser.add_argument("--n-test", type=int, default=10, help="test images in the timed predict call")
     parser.add_argument("--no-auroc", dest="auroc", action="store_false", help="skip the AUROC over the test set")
+    parser.add_argument("--json", type=Path, default=None, help="also append each result here (JSON lines)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -147,7 +149,11 @@ def main() -> None:
                 if done.returncode != 0:
                     print(f"| {refs} | {augment} | {budget} | failed: {done.stderr.strip().splitlines()[-1:]} |")
                     continue
-                print(row(json.loads(done.stdout.strip().splitlines()[-1])), flush=True)
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                print(row(result), flush=True)
+                if args.json:
+                    with args.json.open("a") as log:
+                        log.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":
