@@ -93,9 +93,14 @@ class MemoryConfig:
                                   "statistics do not depend on the place), compare token by token (neighbourhood "
                                   "1) and bank the augmented views the texture is invariant to; on: always; off: "
                                   "never (neighbourhood and augment as set).", choices=TEXTURE_MODES)
+    coreset: int | None = option(None, "Memory rows kept per bank, in reference views (e.g. 8: as many as 8 "
+                                       "references without augment; a greedy k-centre coreset of the rest); "
+                                       "default: keep every row.")
 
     def __post_init__(self) -> None:
         _odd_sizes("memory.neighbourhood", self.neighbourhood)
+        if self.coreset is not None and self.coreset < 1:
+            raise ConfigError(f"memory.coreset must be >= 1 reference views (or unset: keep every row), got {self.coreset}")
 
 
 @dataclass(frozen=True)

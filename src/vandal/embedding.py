@@ -178,8 +178,10 @@ class EmbeddedReference:
         inputs = torch.cat([p[1] for p in planned])
         self.output = embedder.embed(inputs)
         identity = planned[0]
+        # Rows picked by an index tensor are a copy: a slice would keep every augmented view's taps
+        # alive as long as the item (kept for calibration), 11x the memory per reference.
         self.item = EmbeddedImage(embedder, image, views=identity,
-                                  output=take(self.output, slice(0, identity[1].shape[0])))
+                                  output=take(self.output, torch.arange(identity[1].shape[0])))
         self.view_count = inputs.shape[0]
 
     @cached_property

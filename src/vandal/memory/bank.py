@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .coreset import greedy_k_centre, reduce_grouped, reference_share
+
 # Elements of the largest query x bank similarity block held at once (64 Mi floats = 256 MiB).
 DEFAULT_CHUNK_ELEMENTS = 1 << 26
 # Cache-sized blocks on a CPU: with narrow features (C ~ 50) the similarity block, not the multiply, is
@@ -122,39 +124,83 @@ class MemoryBank:
 class BankSet:
     """One :class:`MemoryBank` per key (tap x scale), filled reference by reference.
 
-    Each reference's rows are remembered (``units``: its number of views or object crops, each
-    ``h x w`` rows per key), so a bank without reference ``i`` (leave-one-out calibration) is a
-    selection of rows, not a new embedding. Tokens added are collected and joined once in
-    :meth:`finish`, so adding many references costs one concatenation, not one per reference.
+    Each reference's rows are remembered per key (``rows``; its views or object crops, ``h x w``
+    rows each, or fewer under a coreset), and every bank keeps its rows grouped by reference, so a
+    bank without reference ``i`` (leave-one-out calibration) is a selection of rows, not a new
+    embedding. Tokens added are collected and joined once in :meth:`finish`, so adding many
+    references costs one concatenation, not one per reference.
+
+    coreset: rows kept per bank, in one view's token count (``h x w``); None keeps every row. Each
+    reference is reduced to its share as it is added and the union to the budget at :meth:`finish`
+    (:mod:`vandal.memory.coreset`); a bank within the budget is left exactly as it is.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, coreset: int | None = None) -> None:
+        if coreset is not None and (isinstance(coreset, bool) or not isinstance(coreset, int) or coreset < 1):
+            raise ValueError(f"memory.coreset must be a whole number of reference views >= 1 (or unset to keep "
+                             f"every row), got {coreset!r}")
+        self.coreset = coreset
         self.banks: dict[str, MemoryBank] = {}
         self.units: list[int] = []
-        self._pending: list[dict[str, torch.Tensor]] = []
+        self.rows: dict[str, list[int]] = {}  # per key: rows of each reference, in bank order
+        # Under a coreset, per key: each kept row's index among its reference's own rows (where in which
+        # view it lies). Known for banks built in this process, not for loaded ones.
+        self.origins: dict[str, torch.Tensor] = {}
+        self._budgets: dict[str, int] = {}
+        self._pending: list[dict[str, tuple[torch.Tensor, torch.Tensor | None]]] = []
 
     def __len__(self) -> int:
         return len(self.units)
 
     def add(self, tokens: dict[str, torch.Tensor]) -> None:
-        """One reference's tokens per key, ``[N, h, w, C]`` (N views or crops), normalised and queued."""
+        """One reference's tokens per key, ``[N, h, w, C]`` (N views or crops), normalised and queued
+        (under a coreset, only the reference's share of them)."""
         first = next(iter(tokens.values()))
+        index = len(self.units)
         self.units.append(int(first.shape[0]))
-        self._pending.append({k: F.normalize(v.reshape(-1, v.shape[-1]).float(), dim=-1) for k, v in tokens.items()})
+        queued = {}
+        for key, value in tokens.items():
+            flat = F.normalize(value.reshape(-1, value.shape[-1]).float(), dim=-1)
+            origin = None
+            if self.coreset is not None:
+                budget = self._budgets.setdefault(key, self.coreset * value.shape[1] * value.shape[2])
+                share = reference_share(budget, index, flat.shape[0])
+                origin = greedy_k_centre(flat, share, seed=index) if share < flat.shape[0] else None
+                flat = flat if origin is None else flat[origin]
+                origin = torch.arange(flat.shape[0]) if origin is None else origin.cpu()
+            queued[key] = (flat, origin)
+            self.rows.setdefault(key, []).append(flat.shape[0])
+        self._pending.append(queued)
 
     def finish(self) -> None:
-        """Join the queued references onto the banks."""
+        """Join the queued references onto the banks (and reduce each bank to its coreset budget)."""
         if not self._pending:
             return
         for key in self._pending[0]:
-            parts = ([self.banks[key].features] if key in self.banks else []) + [p[key] for p in self._pending]
-            self.banks[key] = MemoryBank(torch.cat([p.to(parts[-1].device) for p in parts]))
+            parts = ([self.banks[key].features] if key in self.banks else []) + [p[key][0] for p in self._pending]
+            features = torch.cat([p.to(parts[-1].device) for p in parts])
+            if self.coreset is not None:
+                self._reduce(key, features)
+            else:
+                self.banks[key] = MemoryBank(features)
         self._pending = []
 
-    def _rows(self, key: str) -> list[int]:
-        """Rows per reference in bank ``key``."""
-        per_unit = len(self.banks[key]) // max(1, sum(self.units))
-        return [u * per_unit for u in self.units]
+    def _reduce(self, key: str, features: torch.Tensor) -> None:
+        """Bank ``key`` from the old rows and the queued shares ``features``, cut to its budget."""
+        known = key in self.origins or key not in self.banks  # a loaded bank's origins are not saved
+        origins = ([self.origins[key]] if key in self.origins else []) + [p[key][1] for p in self._pending]
+        origin = torch.cat(origins) if known else None
+        if features.shape[0] > self._budgets[key]:
+            kept, self.rows[key] = reduce_grouped(features, self.rows[key], self._budgets[key])
+            features, origin = features[kept], None if origin is None else origin[kept.cpu()]
+        self.banks[key] = MemoryBank(features)
+        if origin is not None:
+            self.origins[key] = origin
+
+    def owners(self, key: str) -> torch.Tensor:
+        """The reference each row of bank ``key`` came from, ``[M]``."""
+        counts = torch.tensor(self.rows[key])
+        return torch.repeat_interleave(torch.arange(len(counts)), counts)
 
     def without(self, index: int) -> dict[str, MemoryBank] | None:
         """The banks without reference ``index``'s rows (None when it was the only reference)."""
@@ -162,7 +208,7 @@ class BankSet:
             return None
         out = {}
         for key, bank in self.banks.items():
-            rows = self._rows(key)
+            rows = self.rows[key]
             start = sum(rows[:index])
             kept = torch.cat([bank.features[:start], bank.features[start + rows[index]:]])
             out[key] = MemoryBank(kept)
@@ -171,12 +217,25 @@ class BankSet:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {key: bank.features.contiguous().cpu() for key, bank in self.banks.items()}
 
-    def load(self, state: dict[str, torch.Tensor], units: list[int], device: str | torch.device) -> None:
-        """Restore saved banks; ``units`` per reference must account for every row of every bank."""
+    def load(self, state: dict[str, torch.Tensor], units: list[int], device: str | torch.device,
+             rows: dict[str, list[int]] | None = None) -> None:
+        """Restore saved banks. ``units`` per reference must account for every row of every bank, or
+        ``rows`` (per key, rows of each reference: a coreset's provenance) must."""
         self.banks = {key: MemoryBank(value.to(device)) for key, value in state.items()}
         self.units = [int(u) for u in units]
+        self.origins = {}
         total = sum(self.units)
+        if rows is None:
+            for key, bank in self.banks.items():
+                if not total or len(bank) % total:
+                    raise ValueError(f"bank {key} holds {len(bank)} rows, not a whole number per each of its "
+                                     f"{total} reference views")
+            rows = {key: [u * (len(bank) // total) for u in self.units] for key, bank in self.banks.items()}
+        if not isinstance(rows, dict) or not all(isinstance(rows.get(key), list) for key in self.banks):
+            raise ValueError(f"reference_rows must list the rows of each reference for every bank {sorted(self.banks)}")
+        self.rows = {key: [int(r) for r in rows[key]] for key in self.banks}
         for key, bank in self.banks.items():
-            if not total or len(bank) % total:
-                raise ValueError(f"bank {key} holds {len(bank)} rows, not a whole number per each of its {total} "
-                                 "reference views")
+            counts = self.rows[key]
+            if len(counts) != len(self.units) or min(counts, default=-1) < 0 or sum(counts) != len(bank):
+                raise ValueError(f"bank {key} holds {len(bank)} rows, but its reference_rows {counts} do not "
+                                 f"count them for its {len(self.units)} references")

@@ -1,7 +1,8 @@
 """The global memory bank (METHOD section 5; Multi-Scale Memory Comparison's global bank).
 
-Every view of every reference (and its augmented views) is banked per tap and neighbourhood scale;
-a test view's map is, per tap, its tokens' nearest cosine distance to the bank averaged over scales,
+Every view of every reference (and its augmented views) is banked per tap and neighbourhood scale
+(or, with ``memory.coreset``, a greedy k-centre coreset of them: many references stay fast); a
+test view's map is, per tap, its tokens' nearest cosine distance to the bank averaged over scales,
 upsampled to the input and summed over taps.
 
 Held out for calibration: with two or more references, reference i against the rows of the others
@@ -33,7 +34,7 @@ class MemorySource(ScoreSource):
     def __init__(self, config, embedder):
         super().__init__(config, embedder)
         self.neighbourhood = tuple(config.memory.neighbourhood)
-        self.banks = BankSet()
+        self.banks = BankSet(config.memory.coreset)
         self.transforms: list[Transform] | None = None  # the first reference's views, for one-reference hold-out
         self._near: dict[str, torch.Tensor] = {}
 
@@ -69,8 +70,10 @@ class MemorySource(ScoreSource):
         return SourceScore(self._held_out_places(item.output.taps))
 
     def can_hold_out_places(self, item) -> bool:
-        """One reference whose rows trace back to places, and an image of one view (not tiles)."""
-        return len(self.banks) == 1 and self.transforms is not None and len(item.views) == 1
+        """One reference whose rows trace back to places (a coreset's kept rows too, when built in this
+        process), and an image of one view (not tiles)."""
+        traced = self.banks.coreset is None or set(self.banks.origins) == set(self.banks.banks)
+        return len(self.banks) == 1 and self.transforms is not None and len(item.views) == 1 and traced
 
     def _held_out_places(self, taps: list[torch.Tensor]) -> torch.Tensor:
         """One view's map ``[1, S, S]`` against the one reference's rows from elsewhere in the image."""
@@ -84,6 +87,8 @@ class MemorySource(ScoreSource):
                 rows = self.banks.banks[key].features
                 if key not in self._near:
                     where = torch.cat([token_sources(t, h, w).reshape(-1, 2) for t in self.transforms])
+                    if key in self.banks.origins:  # a coreset kept these of the reference's rows
+                        where = where[self.banks.origins[key]]
                     here = token_sources(Transform(), h, w).reshape(-1, 2)
                     self._near[key] = (here, where, neighbourhood_mask(here, where, PLACE_RADIUS).to(rows.device))
                 here, where, near = self._near[key]
@@ -99,10 +104,13 @@ class MemorySource(ScoreSource):
         return self.banks.state_dict()
 
     def meta(self) -> dict:
-        return {"reference_units": list(self.banks.units)}
+        meta = {"reference_units": list(self.banks.units)}
+        if self.banks.coreset is not None:  # which reference each kept row came from (leave-one-out)
+            meta["reference_rows"] = {key: list(rows) for key, rows in self.banks.rows.items()}
+        return meta
 
     def load_state_dict(self, state: dict[str, torch.Tensor], meta: dict) -> None:
-        self.banks.load(state, meta.get("reference_units", []), self.embedder.device)
+        self.banks.load(state, meta.get("reference_units", []), self.embedder.device, meta.get("reference_rows"))
 
     def expected_state(self, meta: dict) -> dict[str, tuple[int | None, ...]]:
         dims = self.embedder.backbone.spec.tap_dims
