@@ -73,14 +73,15 @@ def _from_scored(sources: list[ScoreSource], scored: list[ScoredImage], method: 
     return replace(calibration, scales=list(scales) if scales else None, method=method + label)
 
 
-def _synthetic(sources: list[ScoreSource], embedder: Embedder, sigma: float, references: list[EmbeddedImage],
-               scales_from: list[ScoredImage]) -> list[float]:
+def _synthetic(sources: list[ScoreSource], embedder: Embedder, sigma: float, references: list[EmbeddedImage]
+               ) -> list[float]:
     """Map maxima of synthetic defects pasted into the held-out references (at the backbone's input
-    size: the same share of the image, and cheap on large parts), each scored without its owner."""
+    size: the same share of the image, and cheap on large parts), each scored without its owner.
+    Not for object sources (no mean-fusion scales needed: see :func:`calibrate_sources`)."""
     rng = np.random.default_rng(SYNTHETIC_SEED)
     size = embedder.size
     small = [np.asarray(Image.fromarray(r.image).resize((size, size), Image.BILINEAR)) for r in references]
-    scales = fusion_scales(scales_from) if any(s.fusion == "mean" for s in sources) else None
+    scales = None
     maxima = []
     for j in range(SYNTHETIC_DEFECTS):
         owner = j % len(references)
@@ -101,9 +102,10 @@ def _perturbed(sources: list[ScoreSource], embedder: Embedder, sigma: float, ref
     return _from_scored(sources, scored, "perturbed-reference", label)
 
 
-def degenerate(calibration: Calibration, taps: int) -> bool:
+def degenerate(scored: list[ScoredImage], taps: int) -> bool:
     """Leave-one-out maps all (near) zero: every reference has an identical twin among the others."""
-    return max(calibration.map_maxima) < DEGENERATE_DISTANCE * taps
+    largest = max(max([float(s.view_maps.amax())] + [float(m.amax()) for m, _ in s.image_maps]) for s in scored)
+    return largest < DEGENERATE_DISTANCE * taps
 
 
 def calibrate_sources(sources: list[ScoreSource], embedder: Embedder, sigma: float, references: list[EmbeddedImage],
@@ -121,15 +123,14 @@ def calibrate_sources(sources: list[ScoreSource], embedder: Embedder, sigma: flo
     count = min(len(references), MAX_LOO_REFERENCES)
     scored = [left_out(sources, i, references[i], sigma)
               for i in tqdm(range(count), desc="fit: calibrating (held-out references)", disable=not progress)]
-    if len(references) >= 2 and degenerate(_from_scored(sources, scored, "leave-one-out"),
-                                           len(embedder.backbone.spec.taps)):
+    if len(references) >= 2 and degenerate(scored, len(embedder.backbone.spec.taps)):
         warnings.warn("the references are identical (or near-identical) copies, so leaving one out measures no "
                       "normal variation; calibrated on small perturbations of one reference instead. Fit on "
                       "varied normal images for a reliable threshold.", DegenerateReferencesWarning, stacklevel=3)
         return _perturbed(sources, embedder, sigma, references[0], " (references near-identical)")
     # Segmenting every synthetic defect (SAM) would double the fit's costliest step: object banks go without.
     synthetic = (None if any(s.uses_objects for s in sources)
-                 else _synthetic(sources, embedder, sigma, references[:count], scored))
+                 else _synthetic(sources, embedder, sigma, references[:count]))
     return _from_scored(sources, scored, "held-out", " (leave-one-out)" if len(references) >= 2 else
                         " (leave-place-out)", synthetic)
 
