@@ -31,7 +31,7 @@ from .data.images import (
     load_image,
 )
 from .embedding import PRECISIONS, EmbeddedImage, Embedder
-from .prediction import Prediction, decide
+from .prediction import Prediction, decide, predictions_of
 from .scoring.fusion import ScoredImage, collect
 from .sources import SOURCES, ScoreSource
 
@@ -318,13 +318,7 @@ class Detector:
                      total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
         """Predict lazily (see :meth:`predict_stream`). With ``skip_unreadable``, an unreadable input
         yields its :class:`UnreadableImageError` instead of stopping the run."""
-        for _, image, prediction in self.predict_stream(images, total):
-            if prediction is not None:
-                yield prediction
-            elif not skip_unreadable:
-                raise image
-            else:
-                yield image
+        yield from predictions_of(self.predict_stream(images, total), skip_unreadable)
 
     def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
         """Images (paths, PIL images or arrays) -> one :class:`Prediction` each."""

@@ -64,3 +64,16 @@ def decide(scored: ScoredImage, calibration: Calibration, post: PostConfig, name
                       text_score=scored.text,
                       distribution_score=(DECISION_LEVEL * scored.decisions["distribution"]
                                           if "distribution" in scored.decisions else None))
+
+
+def predictions_of(stream, skip_unreadable: bool = False):
+    """``(input, image or error, prediction or None)`` triples (a ``predict_stream``) -> the predictions;
+    an unreadable input raises its error, or with ``skip_unreadable`` is yielded in its place. Shared
+    by every runtime's ``iter_predict``."""
+    for _, image, prediction in stream:
+        if prediction is not None:
+            yield prediction
+        elif not skip_unreadable:
+            raise image
+        else:
+            yield image

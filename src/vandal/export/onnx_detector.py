@@ -21,7 +21,7 @@ from ..backbones.base import Preprocessing
 from ..config import ConfigError, DetectorConfig, from_dict, stage_of
 from ..data.images import DEFAULT_MAX_PIXELS, ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe
 from ..data.layout import View, image_views
-from ..prediction import Prediction, decide
+from ..prediction import Prediction, decide, predictions_of
 from ..scoring.calibration import Calibration
 from ..scoring.fusion import ScoredImage
 from .runtime import read_metadata, session
@@ -155,13 +155,7 @@ class OnnxDetector:
     def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
                      total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
         """Predict lazily; with ``skip_unreadable`` an unreadable input yields its error instead of stopping."""
-        for _, image, prediction in self.predict_stream(images, total):
-            if prediction is not None:
-                yield prediction
-            elif not skip_unreadable:
-                raise image
-            else:
-                yield image
+        yield from predictions_of(self.predict_stream(images, total), skip_unreadable)
 
     def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
         """Images (paths, PIL images or arrays) -> one :class:`~vandal.prediction.Prediction` each."""
