@@ -17,7 +17,7 @@ from .. import __version__
 from ..atomic import atomic_write_text
 from .report_cells import REPORT_DIR, read_cells
 from .svg import line_chart
-from .tables import COLUMNS, DECISION_COLUMNS
+from .tables import COLUMNS, DECISION_COLUMNS, decision_rows
 
 REPORT_FILE = "report.html"
 
@@ -62,18 +62,13 @@ def _table(block: dict[str, Any], with_std: bool) -> str:
 
 def _decisions(runs: list[dict], summary: dict[int, dict[str, Any]]) -> str:
     lines = []
-    for k, block in summary.items():
-        for row in block["rows"]:
-            found = [r["decisions"] for r in runs if r["category"] == row["category"] and r["shots"] == k
-                     and r["seed"] in row["seeds"] and r.get("decisions")]
-            if not found:
-                continue
-            cells = []
-            for _, key in DECISION_COLUMNS:
-                values = [d.get(key) for d in found if d.get(key) is not None]
-                cells.append(_pct(sum(values) / len(values)) if values else "-")
-            lines.append(f"<tr><td>{k}</td><td>{_esc(row['category'])}</td>"
-                         + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    for k, row, found in decision_rows(runs, summary):
+        cells = []
+        for _, key in DECISION_COLUMNS:
+            values = [d.get(key) for d in found if d.get(key) is not None]
+            cells.append(_pct(sum(values) / len(values)) if values else "-")
+        lines.append(f"<tr><td>{k}</td><td>{_esc(row['category'])}</td>"
+                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     if not lines:
         return ""
     head = "".join(f"<th>{_esc(name)}</th>" for name, _ in DECISION_COLUMNS)

@@ -130,20 +130,25 @@ DECISION_COLUMNS = (("defects flagged", "flagged_defects"), ("good flagged", "fl
                     ("F1 at threshold", "f1_at_threshold"))
 
 
+def decision_rows(runs: list[dict], summary: dict[int, dict[str, Any]]):
+    """``(shots, summary row, its runs' decisions)`` for every summary row whose runs recorded decisions."""
+    for k, block in summary.items():
+        for row in block["rows"]:
+            found = [r["decisions"] for r in runs if r["category"] == row["category"] and r["shots"] == k
+                     and r["seed"] in row["seeds"] and r.get("decisions")]
+            if found:
+                yield k, row, found
+
+
 def decisions_markdown(runs: list[dict], summary: dict[int, dict[str, Any]]) -> str:
     """The detector's own decisions at its threshold (pred_label), mean over seeds, next to F1-max."""
     lines = ["### Decisions at the detector's own threshold (pred_label)", "",
              "| shots | category | defects flagged | good flagged | F1 at threshold | F1-max-cls |",
              "|---|---|---:|---:|---:|---:|"]
-    for k, block in summary.items():
-        for row in block["rows"]:
-            found = [r["decisions"] for r in runs if r["category"] == row["category"] and r["shots"] == k
-                     and r["seed"] in row["seeds"] and r.get("decisions")]
-            if not found:
-                continue
-            cells = [_pct(_stats([d.get(key) for d in found])[0]) for _, key in DECISION_COLUMNS]
-            lines.append(f"| {k} | {row['category']} | " + " | ".join(cells)
-                         + f" | {_pct(row['mean']['image_f1max'])} |")
+    for k, row, found in decision_rows(runs, summary):
+        cells = [_pct(_stats([d.get(key) for d in found])[0]) for _, key in DECISION_COLUMNS]
+        lines.append(f"| {k} | {row['category']} | " + " | ".join(cells)
+                     + f" | {_pct(row['mean']['image_f1max'])} |")
     return "\n".join(lines) + "\n" if len(lines) > 4 else ""
 
 
