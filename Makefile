@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/vandal demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

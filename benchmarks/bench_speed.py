@@ -52,10 +52,10 @@ class TimedBackbone(torch.nn.Module):
             return getattr(self.inner, name)
 
 
-def images(n: int, shots: int, workdir: Path) -> tuple[list, list[Path]]:
-    if BOTTLE.is_dir():
-        train = sorted((BOTTLE / "train" / "good").glob("*.png"))
-        files = sorted((BOTTLE / "test").rglob("*.png"))
+def images(n: int, shots: int, workdir: Path, root: Path = BOTTLE) -> tuple[list, list[Path]]:
+    if root.is_dir():
+        train = sorted((root / "train" / "good").glob("*.png"))
+        files = sorted((root / "test").rglob("*.png"))
     else:
         rng = np.random.default_rng(0)
         train, files = [], []
@@ -78,12 +78,40 @@ def api(detector: Detector, test: list[Path]) -> tuple[float, float]:
     return total, timed.seconds
 
 
+DEVICE = ["--device", "cpu"]  # main() sets the benchmark's device: the command must not pick another
+
+
+def cli_command(model: Path, inputs: list[Path], out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "vandal.cli.main", "predict", str(model), *map(str, inputs), "--out", str(out),
+            *DEVICE, *extra]
+
+
 def cli_wall(model: Path, inputs: list[Path], out: Path, *extra: str) -> float:
-    command = [sys.executable, "-m", "vandal.cli.main", "predict", str(model), *map(str, inputs), "--out", str(out),
-               *extra]
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(cli_command(model, inputs, out, *extra), check=True, capture_output=True)
     return time.perf_counter() - start
+
+
+def concurrency(model: Path, inputs: list[Path], work: Path) -> None:
+    """Two ``vandal predict`` runs at once against the same two one after the other (same inputs)."""
+    import os
+
+    # vandal's CLI sets OMP_WAIT_POLICY=PASSIVE unless the user set it; an empty value is OpenMP's own default.
+    for label, env in (("OpenMP's default wait policy", {"OMP_WAIT_POLICY": ""}), ("vandal's PASSIVE", {})):
+        environment = {**os.environ, **env}
+        start = time.perf_counter()
+        for i in range(2):
+            subprocess.run(cli_command(model, inputs, work / f"seq{i}", "--overwrite"), check=True, capture_output=True,
+                           env=environment)
+        sequential = time.perf_counter() - start
+        start = time.perf_counter()
+        runs = [subprocess.Popen(cli_command(model, inputs, work / f"par{i}", "--overwrite"), env=environment,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
+        if any(run.wait() for run in runs):
+            raise RuntimeError("a concurrent vandal predict failed")
+        parallel = time.perf_counter() - start
+        print(f"  2 x vandal predict on {len(inputs)} images ({label}): concurrent {parallel:.2f} s, sequential "
+              f"{sequential:.2f} s = {parallel / sequential:.2f} x")
 
 
 def main() -> None:
@@ -92,12 +120,15 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", type=Path, default=BOTTLE, help="a bottle-like folder: train/good/*.png, test/**/*.png")
     parser.add_argument("--cli", action="store_true", help="also time the vandal predict command")
+    parser.add_argument("--concurrency", action="store_true", help="also time 2 concurrent vs 2 sequential CLI runs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vandal-speed-"))
-    train, test = images(args.n, max(args.shots), work)
+    train, test = images(args.n, max(args.shots), work, args.data)
+    DEVICE[1] = args.device
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, batch size "
-          f"{args.batch_size}; {len(test)} images ({'bottle' if BOTTLE.is_dir() else 'synthetic'} 900x900)")
+          f"{args.batch_size}; {len(test)} images ({args.data if args.data.is_dir() else 'synthetic'} 900x900)")
     for k in args.shots:
         detector = Detector(progress=False, batch_size=args.batch_size, device=args.device)
         start = time.perf_counter()
@@ -119,6 +150,8 @@ def main() -> None:
             ratio = wall / (forward + startup)
             print(f"  CLI {' '.join(extra) or '(overlays + masks)'}: {wall:.2f} s wall = {ratio:.2f} x (forward "
                   f"{forward:.2f} s + start-up {startup:.2f} s) (target <= {target} x)")
+        if args.concurrency:
+            concurrency(model, test[:20], work)
 
 
 if __name__ == "__main__":

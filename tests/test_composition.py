@@ -63,8 +63,10 @@ class CountingBackbone(torch.nn.Module):
 
 
 def test_references_are_embedded_once(textures, monkeypatch):
-    """k references, no augmentation: k backbone images for the whole fit, calibration included."""
+    """k references, no augmentation, no texture plan: k backbone images for banking and holding out, plus
+    the synthetic defects the calibration pastes into them."""
     import vandal.backbones as backbones
+    from vandal.calibrating import SYNTHETIC_DEFECTS
 
     references, _ = textures
     seen = []
@@ -75,9 +77,9 @@ def test_references_are_embedded_once(textures, monkeypatch):
         return seen[-1]
 
     monkeypatch.setattr(backbones, "create_backbone", counting)
-    detector = Detector(progress=False).fit(references + [references[0][::-1].copy()])
-    assert detector.calibration_.method == "leave-one-out" and len(detector.calibration_.image_scores) == 3
-    assert seen[0].images == 3
+    detector = Detector(progress=False, texture="off", distribution="off").fit(references + [references[0][::-1].copy()])
+    assert detector.calibration_.method == "held-out (leave-one-out)" and len(detector.calibration_.image_scores) == 3
+    assert seen[0].images == 3 + SYNTHETIC_DEFECTS
 
 
 def test_objects_are_segmented_once_per_reference(monkeypatch):

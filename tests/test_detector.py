@@ -115,7 +115,7 @@ def test_clip_few_shot_with_text_round_trip(textures, tmp_path):
     references, tests = textures
     clip_dir = make_tiny_clip(tmp_path / "clip")
     detector = Detector(backbone=clip_dir, image_size=64, class_name="fabric", progress=False).fit(references)
-    assert detector.source_names == ["memory", "text"]
+    assert detector.source_names == ["memory", "distribution", "text"]
     before = detector.predict([t for t, _ in tests[:2]])
     detector.save(tmp_path / "model")
     after = Detector.load(tmp_path / "model", progress=False).predict([t for t, _ in tests[:2]])

@@ -56,5 +56,9 @@ def run_demo(data: Path | None, shots: int, per_class: int, out: Path, backbone:
     value = auroc(np.array(labels), np.array([scores[str(p)] for p in test]))
     kinds = ", ".join(f"{p.name}" for p in defect_dirs)
     print(f"demo: {len(test)} test images (nominal + {kinds}); image AUROC = {value:.3f}")
+    flagged = np.array([not scores[str(p)] <= 0.5 for p in test])  # pred_label at the learned threshold
+    is_defect = np.array(labels) == 1
+    print(f"demo: flagged at the detector's own threshold: {flagged[~is_defect].sum()} of {(~is_defect).sum()} "
+          f"nominal, {flagged[is_defect].sum()} of {is_defect.sum()} defective")
     print(f"demo: overlays in {out}/overlays, predictions in {out}/predictions.csv")
     return value

@@ -84,15 +84,17 @@ class ViewPlan:
         return cls(data["texture"], None if ratio is None else float(ratio), tuple(sizes), tuple(views))
 
 
-def _first_tap(embedder, image: np.ndarray) -> torch.Tensor:
-    """The first tap's token grid ``[h, w, C]`` of the image's first view."""
-    return embedder.image(image).output.taps[0][0].float()
+def _first_taps(embedder, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """The first tap's token grid ``[h, w, C]`` of each image's first view (batched forwards)."""
+    items = [embedder.image(image) for image in images]
+    embedder.embed_items(items)
+    return [item.output.taps[0][0].float() for item in items]
 
 
 def stationarity(embedder, images: list[np.ndarray]) -> float | None:
     """Median stationarity ratio of the first references (None: grids too small to cut into cells)."""
     try:
-        ratios = [stationarity_ratio(_first_tap(embedder, im)) for im in images[:PLAN_REFERENCES]]
+        ratios = [stationarity_ratio(grid) for grid in _first_taps(embedder, images[:PLAN_REFERENCES])]
     except ValueError:
         return None
     return float(np.median(ratios))
@@ -101,7 +103,8 @@ def stationarity(embedder, images: list[np.ndarray]) -> float | None:
 def plan_views(config: DetectorConfig, embedder, images: list[np.ndarray]) -> ViewPlan:
     """Decide from the references how they are banked (``memory.texture``: auto, on or off)."""
     mode = config.memory.texture
-    if mode == "off" or not images:
+    # An object bank (individual on/auto) says the product is objects: auto leaves it as configured.
+    if mode == "off" or not images or (mode == "auto" and config.objects.individual != "off"):
         return ViewPlan.configured(config)
     ratio = stationarity(embedder, images)
     if mode == "auto" and (ratio is None or ratio >= TEXTURE_LIMIT):
@@ -109,7 +112,7 @@ def plan_views(config: DetectorConfig, embedder, images: list[np.ndarray]) -> Vi
     candidates = paper_transforms()
     ratios = []
     for image in images[:INVARIANCE_REFERENCES]:
-        views = [_first_tap(embedder, view) for view in augment(image, candidates)]
+        views = _first_taps(embedder, list(augment(image, candidates)))
         ratios.append(invariance_ratios(views[0], views, candidates))
     kept = invariant_transforms(ratios, candidates)
     return ViewPlan(True, ratio, (1,), tuple(t.name() for t in kept))

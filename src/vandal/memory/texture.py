@@ -27,6 +27,7 @@ from .held_out import leave_neighbourhood_out_distance, token_sources
 
 CELLS = 4
 BORDER = 1  # tokens dropped at each edge before the test
+MIN_CELL_TOKENS = 4  # fewer tokens a side per cell and any image looks stationary (capsule scenes at 64 px: 1.0)
 TEXTURE_LIMIT = 5.0  # stationarity ratio: textures measured <= 3, objects and scenes >= 7
 INVARIANCE_LIMIT = 1.25  # a view's held-out distance at most 25% above the identity's
 NEIGHBOURHOOD_RADIUS = 0.2  # normalised units (2 = the image side), as the k = 1 calibration
@@ -38,8 +39,9 @@ def stationarity_ratio(grid: torch.Tensor, cells: int = CELLS, border: int = BOR
         raise ValueError(f"expected a token grid [h, w, C], got {tuple(grid.shape)}")
     x = grid[border: grid.shape[0] - border, border: grid.shape[1] - border] if border else grid
     h, w, c = x.shape
-    if h < cells or w < cells:
-        raise ValueError(f"a {h} x {w} grid (after a {border}-token border) cannot hold {cells} x {cells} cells")
+    if h < cells * MIN_CELL_TOKENS or w < cells * MIN_CELL_TOKENS:
+        raise ValueError(f"a {h} x {w} grid (after a {border}-token border) cannot hold {cells} x {cells} cells "
+                         f"of {MIN_CELL_TOKENS} x {MIN_CELL_TOKENS} tokens")
     x = F.normalize(x[: h // cells * cells, : w // cells * cells].double(), dim=-1)
     cell_means = x.reshape(cells, h // cells, cells, w // cells, c).mean(dim=(1, 3)).reshape(-1, c)
     between = cell_means.var(dim=0, unbiased=False).sum()

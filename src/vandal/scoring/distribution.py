@@ -18,7 +18,11 @@ the Gaussian, scaled to the size of a test comparison (D's noise grows as 1/n_a 
 - split (every reference): the two diagonal pairs of quadrants against each other, x 1/2. Both
   halves touch every border, so border effects cancel. On a texture this is close to the
   leave-one-out value; on an object two halves differ far more than two whole parts do, which
-  raises the level and keeps the score from firing on objects (measured on MVTec bottle).
+  raises the level and keeps the score from firing on objects (measured on MVTec bottle);
+- shift (the first reference): two crops a quarter token apart, when that is over
+  :data:`ALIASING_RATIO` times its split: a periodic texture near the token stride changes its
+  mean token with the phase, which one image's halves (one phase) do not show. A synthetic weave
+  at k = 1 flagged every new draw without it.
 The level is the mean of the null values; :meth:`DistributionModel.decisions` returns
 D / (level x margin), so 1 is the decision boundary.
 
@@ -34,6 +38,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+DUPLICATE = 1e-6  # a leave-one-out null this far below the reference's own within-image null: a copy
+# The shift null replaces the split null only when it is this many times larger: the crops also differ
+# in scale and borders (simulated textile: shift / split 2-3.5), while a weave aliased by the token
+# stride changes its mean token with the phase (83 x).
+ALIASING_RATIO = 10.0
 SPLIT_SCALE = 0.5  # a split compares n/2 with n/2 tokens: twice the noise of n with n (k large)
 
 
@@ -121,6 +130,15 @@ def split_null(grid: torch.Tensor) -> float:
     return SPLIT_SCALE * 0.5 * (one + other)
 
 
+def shift_null(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Two token grids ``[..., C]`` of one image, cropped a fraction of a token apart: D of each against the other's
+    Gaussian (mean of both ways). A periodic texture whose period is close to the token stride changes
+    its mean token with the phase (aliasing); the split halves share one phase and miss that."""
+    one = TokenGaussian.fit(TokenMoments.of(second)).mean_shift(first)
+    other = TokenGaussian.fit(TokenMoments.of(first)).mean_shift(second)
+    return 0.5 * (one + other)
+
+
 def loo_scale(k: int) -> float:
     """Leave-one-out compares one reference with k - 1: rescaled to a test image against all k."""
     return (1 + 1 / k) / (1 + 1 / (k - 1))
@@ -136,11 +154,16 @@ class ReferenceStats:
     split: float
 
     @classmethod
-    def of(cls, grids: torch.Tensor, keep_moments: bool) -> ReferenceStats:
-        """grids ``[V, h, w, C]``: the reference's identity views (the split null on the first)."""
+    def of(cls, grids: torch.Tensor, keep_moments: bool, shifted: tuple[torch.Tensor, torch.Tensor] | None = None
+           ) -> ReferenceStats:
+        """grids ``[V, h, w, C]``: the reference's identity views (the split null on the first). shifted: the
+        token grids of two crops of the reference offset by part of a token (see :func:`shift_null`)."""
         moments = TokenMoments.of(grids)
-        mean = moments.mean
-        return cls(moments if keep_moments else None, mean, split_null(grids[0]))
+        within = split_null(grids[0])
+        if shifted is not None:
+            shift = shift_null(*shifted)
+            within = shift if shift > ALIASING_RATIO * within else within
+        return cls(moments if keep_moments else None, moments.mean, within)
 
 
 class DistributionModel:
@@ -160,12 +183,13 @@ class DistributionModel:
         self.gaussian: TokenGaussian | None = None
         self.level = 0.0
 
-    def add(self, grids: torch.Tensor) -> None:
-        """One reference's identity token grids ``[V, h, w, C]``."""
+    def add(self, grids: torch.Tensor, shifted: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """One reference's identity token grids ``[V, h, w, C]`` (and optionally two slightly shifted
+        crops' grids, for its within-image null: the larger of the split and the shift null)."""
         if grids.ndim != 4:
             raise ValueError(f"expected reference grids [V, h, w, C], got {tuple(grids.shape)}")
         folds_left = self.max_folds - self.references - len(self.pending)
-        stats = ReferenceStats.of(grids, keep_moments=folds_left > 0)
+        stats = ReferenceStats.of(grids, keep_moments=folds_left > 0, shifted=shifted)
         moments = stats.moments or TokenMoments.of(grids)
         self.total = moments if self.total is None else self.total + moments
         self.pending.append(stats)
@@ -178,7 +202,9 @@ class DistributionModel:
         for stats in self.pending:
             if stats.moments is not None and k >= 2:
                 held_out = TokenGaussian.fit(self.total - stats.moments)
-                self.nulls.append(loo_scale(k) * float(held_out.mean_shifts_of_means(stats.mean[None])[0]))
+                value = loo_scale(k) * float(held_out.mean_shifts_of_means(stats.mean[None])[0])
+                if value > DUPLICATE * stats.split:  # an identical twin among the others measures nothing
+                    self.nulls.append(value)
             self.nulls.append(stats.split)
         self.references, self.pending = k, []
         self.gaussian = TokenGaussian.fit(self.total)

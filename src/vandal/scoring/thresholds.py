@@ -48,7 +48,7 @@ def cell_maxima(maps: torch.Tensor | np.ndarray | Sequence, cells: int = CELLS) 
         raise ValueError(f"maps of {height} x {width} cannot be cut into {cells} x {cells} cells")
     h, w = height // cells * cells, width // cells * cells
     cut = maps[:, :h, :w].reshape(n, cells, h // cells, cells, w // cells)
-    return cut.amax(dim=(2, 4)).reshape(-1).double().numpy()
+    return cut.amax(dim=(2, 4)).reshape(-1).double().cpu().numpy()
 
 
 def gumbel_level(maxima: np.ndarray, blocks: int, alpha: float = ALPHA) -> float:

@@ -12,6 +12,7 @@ global defects best; it is also the narrowest grid, so the Gaussian is cheapest 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..scoring.distribution import DistributionModel
@@ -48,7 +49,20 @@ class DistributionSource(ScoreSource):
     def add(self, reference) -> None:
         # The identity views only: augmented ones would teach it that a turned texture is normal,
         # which is exactly a global defect.
-        self.model.add(self._tokens(reference.item))
+        tokens = self._tokens(reference.item)
+        shifted = self._shifted(reference.item) if self.reference_count == 0 else None
+        self.model.add(tokens, shifted)
+
+    def _shifted(self, item) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The deepest tap of two crops of the image, a quarter token apart diagonally (two backbone
+        images). A quarter: a period near the stride changes the mean token most there (half a period
+        of a symmetric weave is the same weave again)."""
+        image, (_, _, w, _) = item.image, item.output.taps[-1].shape
+        offset = int(round(0.25 * image.shape[1] / w))
+        if offset < 1 or min(image.shape[:2]) <= 4 * offset:
+            return None
+        crops = (image[offset:, offset:], image[:-offset, :-offset])
+        return tuple(self._tokens(self.embedder.image(np.ascontiguousarray(c))) for c in crops)
 
     def finish(self) -> bool:
         self.model.finish()
