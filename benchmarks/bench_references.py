@@ -8,7 +8,7 @@ seed 0), given to ``Detector.fit`` as paths (fit time includes decoding them). P
 ``Detector.predict`` call. AUROC (image; pixel at the original resolution) over the whole test set
 unless ``--no-auroc``. Budget 0 = no coreset (every row kept).
 
-    python benchmarks/bench_references.py [--refs 1 4 16 64 200] [--augment 0 1] [--budget 0 8]
+    python benchmarks/bench_references.py [--refs 1 4 16 64 200] [--augment 0 1] [--budget 0 16]
         [--n-test 10] [--no-auroc]
 """
 
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--refs", type=int, nargs="+", default=[1, 4, 16, 64, 200])
     parser.add_argument("--augment", type=int, nargs="+", default=[0, 1], help="0 = off, 1 = the 11 views")
-    parser.add_argument("--budget", type=int, nargs="+", default=[0, 8],
+    parser.add_argument("--budget", type=int, nargs="+", default=[0, 16],
                         help="memory.coreset in reference views; 0 = keep every row")
     parser.add_argument("--n-test", type=int, default=10, help="test images in the timed predict call")
     parser.add_argument("--no-auroc", dest="auroc", action="store_false", help="skip the AUROC over the test set")

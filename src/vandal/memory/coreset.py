@@ -22,8 +22,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-# Union of the references' shares, in budgets, before the last reduction (1/(j+1) each, see above).
-OVERSAMPLE = 2
+# Shares in budgets: reference j keeps OVERSAMPLE x budget / (j+1) rows. 2 made the union twice as large and
+# the last reduction ~1.6x slower (bottle, 20 augmented references) for the same pixel AUROC (0.9861 vs 0.9862).
+OVERSAMPLE = 1
 
 
 def greedy_k_centre(features: torch.Tensor, budget: int, seed: int = 0, projection: int | None = None,
