@@ -243,3 +243,54 @@ def test_skip_unreadable_lists_a_decompression_bomb_with_its_reason(tmp_path, fi
     assert row["path"] == str(bomb) and "--max-pixels" in row["reason"]
     with pytest.raises(UnreadableImageError, match="bomb.png"):
         write_outputs(fitted_detector, [bomb, good], tmp_path / "stop")
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
+    """The PNG ``data`` with a chunk inserted right after IHDR (8-byte signature + 25-byte IHDR)."""
+    return data[:33] + _png_chunk(kind, body) + data[33:]
+
+
+def test_plain_rgb_pngs_take_libpng_with_pixels_identical_to_pillow(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    ramp = np.linspace(0, 255, 97 * 61 * 3).reshape(61, 97, 3).astype(np.uint8)
+    noisy = rng.integers(0, 256, (61, 97, 3), dtype=np.uint8)
+    variants = {}
+    for name, array, options in (("ramp", ramp, {}), ("noise", noisy, {"compress_level": 9}),
+                                 ("fast", noisy, {"compress_level": 1}), ("interlaced", ramp, {"interlace": 1})):
+        Image.fromarray(array).save(tmp_path / f"{name}.png", **options)
+        variants[name] = array
+    gamma = _with_chunk((tmp_path / "noise.png").read_bytes(), b"gAMA", struct.pack(">I", 45455))
+    (tmp_path / "gamma.png").write_bytes(gamma)  # Pillow ignores gamma; libpng must too
+    variants["gamma"] = noisy
+    calls = []
+    real = images._plain_png
+    monkeypatch.setattr(images, "_plain_png", lambda *a: calls.append(real(*a) is not None) or real(*a))
+    for name, array in variants.items():
+        path = tmp_path / f"{name}.png"
+        with Image.open(path) as opened:
+            by_pillow = np.asarray(opened.convert("RGB"))
+        assert np.array_equal(by_pillow, array), name
+        assert np.array_equal(load_image(path), array), name
+        assert np.array_equal(images.decode_bytes(path.read_bytes(), name), array), name
+    assert calls and all(calls), "every plain 8-bit RGB PNG should take the libpng path"
+
+
+def test_other_pngs_stay_with_pillow(tmp_path):
+    rgb = np.random.default_rng(4).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    plain = (tmp_path / "rgb.png").read_bytes()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 3
+    Image.fromarray(rgb).save(tmp_path / "exif.png", exif=exif)
+    (tmp_path / "trns.png").write_bytes(_with_chunk(plain, b"tRNS", struct.pack(">HHH", 0, 0, 0)))
+    Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
+    for name in ("exif.png", "trns.png", "gray.png"):
+        with Image.open(tmp_path / name) as opened:
+            assert images._plain_png(opened, tmp_path / name) is None, name
+    assert np.array_equal(load_image(tmp_path / "exif.png"), rgb[::-1, ::-1])  # the orientation still applies
+    with Image.open(tmp_path / "rgb.png") as opened:
+        assert np.array_equal(images._plain_png(opened, tmp_path / "rgb.png"), rgb)

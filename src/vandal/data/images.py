@@ -92,11 +92,39 @@ def _pil_input(image: Image.Image, source: str, max_pixels: int | None) -> np.nd
     return pil_to_rgb(_upright(image), source)
 
 
+def _plain_png(opened: Image.Image, path: Path | io.BytesIO) -> np.ndarray | None:
+    """An 8-bit RGB PNG without transparency or EXIF (camera exports, MVTec AD), decoded by libpng
+    through imagecodecs; None for anything else, or when libpng refuses the file (Pillow then decodes
+    it and reports the error). Pillow's PNG decoder is the bottleneck of a predict's decoding: on
+    bottle's 900 x 900 PNGs it took 62 ms against imagecodecs' 27 ms (pyspng 25 ms, OpenCV 45 ms) in
+    one run on 2 shared cores, and imagecodecs releases the GIL as Pillow does (pyspng holds it, which
+    stalls the thread that runs the backbone). The pixels are identical (tests/test_images.py)."""
+    if (opened.format != "PNG" or opened.mode != "RGB" or "transparency" in opened.info
+            or getattr(opened, "is_animated", False)):
+        return None
+    data = path.getvalue() if isinstance(path, io.BytesIO) else Path(path).read_bytes()
+    # IHDR: bit depth 8, colour type 2 (truecolour): Pillow also calls 16-bit files "RGB".
+    if len(data) < 29 or data[24] != 8 or data[25] != 2 or b"eXIf" in data:
+        return None
+    try:
+        import imagecodecs
+
+        pixels = imagecodecs.png_decode(data)
+    except Exception:  # noqa: BLE001 - any refusal: Pillow decides and names the error
+        return None
+    if pixels.dtype != np.uint8 or pixels.shape != (opened.size[1], opened.size[0], 3):
+        return None
+    return pixels
+
+
 def _decode_file(path: Path | io.BytesIO, max_pixels: int | None, source: str | None = None) -> np.ndarray:
     """Open lazily (header only), check the size, then decode the first frame upright."""
     source = str(path) if source is None else source
     with Image.open(path) as opened:
         _check_pixels(*opened.size, max_pixels, source)  # before any pixel is decoded
+        fast = _plain_png(opened, path)
+        if fast is not None:
+            return fast
         _warn_first_frame(opened, source)
         opened.load()  # decode now, so truncation surfaces here and not later
         upright = _upright(opened)
