@@ -91,3 +91,19 @@ def test_objects_keep_their_settings_and_textures_can_be_forced_off(one_thread):
     assert not objects.plan_.texture and objects.plan_.neighbourhood == (3,) and len(objects.plan_.views) == 11
     forced = Detector(device="cpu", progress=False, texture="off").fit([texture(s, 160) for s in range(2)])
     assert not forced.plan_.texture and forced.plan_.views == ("identity",)
+
+
+def test_the_distribution_source_switches_off_on_a_grid_too_small_for_a_mean(one_thread):
+    from vandal.detector import Detector
+    from vandal.sources.distribution import MIN_GRID_TOKENS
+
+    references = [oriented_texture(s, size=160) for s in range(2)]
+    # 64 px at stride 16: a 4 x 4 deepest grid, 16 tokens < MIN_GRID_TOKENS
+    with pytest.warns(UserWarning, match=r"distribution source is off: .* 16 tokens at a 64 px input"):
+        small = Detector(device="cpu", progress=False, image_size=64).fit(references)
+    assert small.source_names == ["memory"] and MIN_GRID_TOKENS > 16
+    assert all(p.distribution_score is None for p in small.predict(references[:1]))
+    with pytest.raises(ValueError, match="distribution.mode='only' needs a deepest token grid of >= 64 tokens"):
+        Detector(device="cpu", progress=False, image_size=64, distribution="only").fit(references)
+    kept = Detector(device="cpu", progress=False, image_size=128).fit(references)  # 8 x 8 = 64 tokens
+    assert kept.source_names == ["memory", "distribution"]

@@ -122,7 +122,9 @@ class DistributionConfig:
 
     mode: str = option("on", "Image-level distribution score (sees global changes: a texture finer, coarser or "
                              "turned). on: joins the image score by maximum; only: it alone is the image score "
-                             "(maps still from the memory); off.", alias="distribution",
+                             "(maps still from the memory); off. Needs a deepest token grid of >= 8 x 8 (128 px at "
+                             "stride 16): below, on switches it off with a warning and only is refused.",
+                       alias="distribution",
                        choices=DISTRIBUTION_MODES)
 
 

@@ -12,6 +12,8 @@ global defects best; it is also the narrowest grid, so the Gaussian is cheapest 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -21,6 +23,10 @@ from .base import ScoreSource, SourceScore
 # D above twice the references' null level is flagged: simulated textile k = 1, 3% of good images.
 DISTRIBUTION_MARGIN = 2.0
 MAX_FOLDS = 16  # leave-one-out null values (each a C x C inverse); split nulls come from every reference
+# Fewest deepest-tap tokens whose mean is a statistic: at a 64 px input the grid is 4 x 4 and good draws
+# of a synthetic weave scored 0.75 of the level at k = 2 (one more draw and it flags good images).
+# 8 x 8 (128 px at stride 16) is the smallest grid the null levels were measured on.
+MIN_GRID_TOKENS = 64
 
 
 class DistributionSource(ScoreSource):
@@ -32,6 +38,7 @@ class DistributionSource(ScoreSource):
         super().__init__(config, embedder)
         self.model = DistributionModel(MAX_FOLDS, DISTRIBUTION_MARGIN)
         self.exclusive = config.distribution.mode == "only"
+        self.grid_tokens: int | None = None  # deepest-tap tokens per image, from the first reference
 
     @classmethod
     def wanted(cls, config, has_references: bool) -> bool:
@@ -50,6 +57,13 @@ class DistributionSource(ScoreSource):
         # The identity views only: augmented ones would teach it that a turned texture is normal,
         # which is exactly a global defect.
         tokens = self._tokens(reference.item)
+        self.grid_tokens = tokens.shape[1] * tokens.shape[2]
+        if self.grid_tokens < MIN_GRID_TOKENS:
+            if self.exclusive:
+                raise ValueError(f"distribution.mode='only' needs a deepest token grid of >= {MIN_GRID_TOKENS} tokens, "
+                                 f"got {self.grid_tokens} at a {self._input_side()} px input: raise "
+                                 "backbone.image_size, or use distribution.mode='on'")
+            return  # finish() drops the source: its mean token would be noise
         shifted = self._shifted(reference.item) if self.reference_count == 0 else None
         self.model.add(tokens, shifted)
 
@@ -65,8 +79,17 @@ class DistributionSource(ScoreSource):
         return tuple(self._tokens(self.embedder.image(np.ascontiguousarray(c))) for c in crops)
 
     def finish(self) -> bool:
+        tokens = self.grid_tokens
+        if tokens is not None and tokens < MIN_GRID_TOKENS:
+            warnings.warn(f"the distribution source is off: its deepest token grid has {tokens} tokens at a "
+                          f"{self._input_side()} px input (< {MIN_GRID_TOKENS}: the image's mean token is noise "
+                          "there); raise backbone.image_size to use it", stacklevel=2)
+            return False
         self.model.finish()
         return True
+
+    def _input_side(self) -> int:
+        return self.embedder.backbone.image_size
 
     def score(self, item) -> SourceScore:
         tokens = self._tokens(item)
