@@ -39,8 +39,9 @@ def _assert_same(torch_predictions, onnx_predictions):
 
 @pytest.fixture(scope="module")
 def squash(tmp_path_factory):
-    """A default detector (squash, 3 x 3 neighbourhoods, smoothing) at 64 px and its export."""
-    detector = Detector(image_size=64, device="cpu", progress=False).fit([texture(0), texture(1)])
+    """A default detector (squash, 3 x 3 neighbourhoods, smoothing) and its export, at 128 px: the
+    smallest input whose deepest grid (8 x 8) keeps the distribution source."""
+    detector = Detector(image_size=128, device="cpu", progress=False).fit([texture(0), texture(1)])
     path = export_onnx(detector, tmp_path_factory.mktemp("onnx") / "model.onnx")
     return detector, path
 
@@ -74,7 +75,7 @@ def test_graph_takes_any_batch_and_calibrates_inside(squash):
         pred_score, anomaly_map, raw_map, delta, pdelta = run.run(None, {"pixels": inputs[:batch].numpy()})
         with torch.no_grad():
             want = [t.numpy() for t in graph(inputs[:batch])]
-        assert pred_score.shape == (batch,) and raw_map.shape == (batch, 64, 64)
+        assert pred_score.shape == (batch,) and raw_map.shape == (batch, 128, 128)
         np.testing.assert_allclose(raw_map, want[2], atol=1e-4)
         calibration = detector.calibration_
         np.testing.assert_allclose(anomaly_map, 0.5 * raw_map / calibration.pixel_threshold, rtol=1e-5, atol=1e-6)
@@ -93,7 +94,7 @@ def test_metadata_is_enough_to_run(squash):
     for key in ("vandal_version", "format_version", "backbone", "image_size", "mean", "std", "resize",
                 "image_threshold", "pixel_threshold", "taps"):
         assert key in props, key
-    assert props["backbone"] == "efficientnet-lite2" and json.loads(props["image_size"]) == 64
+    assert props["backbone"] == "efficientnet-lite2" and json.loads(props["image_size"]) == 128
     assert json.loads(props["image_threshold"]) == detector.calibration_.image_threshold
     assert json.loads(props["taps"]) == [8, 16] and props["resize"] == "squash"
 

@@ -52,8 +52,8 @@ def bundle_and_images(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ray")
     model = root / "model"
-    # 64 px leaves the distribution source a 4 x 4 token grid, too few tokens to judge a weave's mean token:
-    # the memory alone decides here, so that labels differ between the images (what the parity checks need).
+    # 64 px leaves the distribution source a 4 x 4 token grid, too few tokens for a mean token (it would
+    # switch itself off with a warning): the memory alone decides, so labels differ between the images.
     Detector(image_size=64, device="cpu", progress=False, distribution="off").fit([texture(0), texture(1)]).save(
         str(model))
     images = root / "images"

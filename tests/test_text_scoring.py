@@ -125,6 +125,27 @@ def test_gaussian_smooth():
     torch.testing.assert_close(gaussian_smooth(maps, sigma=0), maps)
 
 
+def test_gaussian_smooth_by_matrices_equals_the_convolutions(monkeypatch):
+    from vandal.scoring import text
+
+    maps = _randn(3, 40, 29) * 5
+    by_matrices = gaussian_smooth(maps, sigma=4)
+    monkeypatch.setattr(text, "MATMUL_SIDE", 8)  # every side above it: the conv1d passes
+    by_convolutions = gaussian_smooth(maps, sigma=4)
+    torch.testing.assert_close(by_matrices, by_convolutions, rtol=1e-6, atol=1e-5)
+    expected = np.stack([ndimage.gaussian_filter(m, 4, mode="reflect") for m in maps.numpy()])
+    np.testing.assert_allclose(by_matrices.numpy(), expected, atol=1e-5)
+    matrix = text.blur_matrix(40, 4.0, 4.0, "cpu")
+    torch.testing.assert_close(matrix.sum(dim=1), torch.ones(40))  # every output is a weighted mean
+    text.blur_matrix.cache_clear()
+    with torch.inference_mode():  # cached here, as predict does ...
+        gaussian_smooth(maps, sigma=4)
+    with torch.enable_grad():  # ... and still usable in training (not an inference tensor)
+        leaf = maps.clone().requires_grad_()
+        gaussian_smooth(leaf, sigma=4).sum().backward()
+    assert leaf.grad is not None and leaf.grad.shape == maps.shape
+
+
 def test_tap_adapters_layout_and_forward():
     adapters = TapAdapters.from_widths([6, 6, 4], embed_dim=5)
     keys = set(adapters.state_dict())
