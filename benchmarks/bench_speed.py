@@ -1,13 +1,15 @@
 """Predict at the backbone's pace? Images/s, and the share of time spent outside the backbone forward.
 
-    python benchmarks/bench_speed.py [--n 40] [--shots 4 16] [--batch-size 8] [--cli]
+    python benchmarks/bench_speed.py [--n 40] [--shots 4 16] [--batch-size 8] [--cli] [--parts]
 
 API: ``Detector.predict`` on N bottle test images (900 x 900 PNG; synthetic images when the data is
 absent), timing the backbone forward inside it: outside share = (predict - forward) / predict
 (target <= 10% at k = 4 and 16). CLI (``--cli``): ``vandal predict`` on the same N images writing
 overlays and masks (and ``--save-maps``), against (the API's forward time + process start-up),
 start-up being a ``vandal predict`` run on one 64 x 64 image (targets 1.25 x and 1.35 x).
-Decoding the files counts as outside the backbone, as a user sees it. Read the ratios: the seconds
+Decoding the files counts as outside the backbone, as a user sees it. ``--parts``: milliseconds per
+image of the pieces outside it, each against what it replaced (PNG decoding by Pillow and by vandal's
+libpng path; the map smoothing by conv1d passes and by banded matrices). Read the ratios: the seconds
 move with whatever else the machine runs.
 """
 
@@ -64,6 +66,31 @@ def images(n: int, shots: int, workdir: Path, root: Path = BOTTLE) -> tuple[list
             Image.fromarray(rng.integers(0, 255, (900, 900, 3), dtype=np.uint8)).save(path)
             (train if i < max(shots, 16) else files).append(path)
     return train, (files * (n // len(files) + 1))[:n]
+
+
+def per_image_ms(function, items: list) -> float:
+    function(items[0])
+    start = time.perf_counter()
+    for item in items:
+        function(item)
+    return 1000 * (time.perf_counter() - start) / len(items)
+
+
+def parts(test: list[Path], size: int) -> None:
+    """The pieces outside the backbone, each against what it replaced, in one run."""
+    from vandal.data.images import load_image
+    from vandal.scoring import text
+
+    pillow = per_image_ms(lambda p: np.asarray(Image.open(p).convert("RGB")), test)
+    print(f"  decode {Image.open(test[0]).size} PNG: Pillow {pillow:.1f} ms, vandal (libpng for plain RGB) "
+          f"{per_image_ms(load_image, test):.1f} ms per image")
+    maps = [torch.rand(1, size, size) for _ in range(20)]
+    matrices = per_image_ms(lambda m: text.gaussian_smooth(m, 4.0), maps)
+    side, text.MATMUL_SIDE = text.MATMUL_SIDE, 0  # every side above it: the conv1d passes
+    convolutions = per_image_ms(lambda m: text.gaussian_smooth(m, 4.0), maps)
+    text.MATMUL_SIDE = side
+    print(f"  smoothing a {size} x {size} map (sigma 4): conv1d passes {convolutions:.2f} ms, banded matrices "
+          f"{matrices:.2f} ms")
 
 
 def api(detector: Detector, test: list[Path]) -> tuple[float, float]:
@@ -123,12 +150,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=BOTTLE, help="a bottle-like folder: train/good/*.png, test/**/*.png")
     parser.add_argument("--cli", action="store_true", help="also time the vandal predict command")
     parser.add_argument("--concurrency", action="store_true", help="also time 2 concurrent vs 2 sequential CLI runs")
+    parser.add_argument("--parts", action="store_true", help="also time decoding and smoothing against what they replaced")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vandal-speed-"))
     train, test = images(args.n, max(args.shots), work, args.data)
     DEVICE[1] = args.device
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, batch size "
           f"{args.batch_size}; {len(test)} images ({args.data if args.data.is_dir() else 'synthetic'} 900x900)")
+    if args.parts:
+        parts(test[:20], Detector(progress=False, device=args.device).fit(train[:1]).embedder_.size)
     for k in args.shots:
         detector = Detector(progress=False, batch_size=args.batch_size, device=args.device)
         start = time.perf_counter()

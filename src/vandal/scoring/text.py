@@ -143,7 +143,7 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float = 4.0, truncate: float = 4.
 
 # Sides up to this are blurred as ``A @ map @ A.T``, the reflect padding folded into the banded A: a
 # single-channel conv1d runs far below the machine's matrix throughput (a 320 x 320 view map, sigma 4:
-# see benchmarks/bench_speed.py --smoothing). Above it the O(n^3) products lose to the O(n^2 r) passes.
+# see benchmarks/bench_speed.py --parts). Above it the O(n^3) products lose to the O(n^2 r) passes.
 MATMUL_SIDE = 640
 
 
