@@ -80,3 +80,21 @@ def test_reference_shares_fall_with_the_index_and_never_exceed_the_rows():
     assert reference_share(100, 0, 50) == 50
     assert reference_share(100, 3, 1000) == -(-OVERSAMPLE * 100 // 4)
     assert sum(reference_share(100, j, 1000) for j in range(200)) < OVERSAMPLE * 100 * 7  # ~ ln(200) + 1 budgets
+
+
+def test_a_large_memory_without_a_coreset_says_how_to_keep_predict_fast(one_thread):
+    import warnings
+
+    from vandal.detector import Detector
+    from vandal.sources.memory import LARGE_MEMORY_VIEWS
+
+    from synthetic import texture
+
+    references = [texture(s, 64) for s in range(6)]  # 6 x 11 augmented views = 66 > LARGE_MEMORY_VIEWS
+    assert 6 * 11 > LARGE_MEMORY_VIEWS
+    settings = dict(image_size=64, augment=True, texture="off", distribution="off", device="cpu", progress=False)
+    with pytest.warns(UserWarning, match=r"memory holds 66 reference views .* --coreset 16"):
+        Detector(**settings).fit(references)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Detector(**settings, coreset=16).fit(references)  # the coreset bounds it: no warning
