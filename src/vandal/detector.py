@@ -206,14 +206,19 @@ class Detector:
         return self
 
     def _add_references(self, sources: list[ScoreSource], images: list[np.ndarray]) -> list[EmbeddedImage]:
-        """Embed each reference once (with its planned augmented views) and hand it to every source."""
+        """Embed each reference once (with its planned augmented views) and hand it to every source ->
+        the first :data:`~vandal.calibrating.MAX_LOO_REFERENCES` embedded, all that calibration holds out
+        (the others' taps are let go: 200 references would otherwise all stay embedded)."""
+        from .calibrating import MAX_LOO_REFERENCES
+
         transforms = self.plan_.transforms
         items = []
         for image in tqdm(images, desc="fit: embedding references", unit="img", disable=not self.progress):
             reference = self.embedder_.reference(image, transforms)
             for source in sources:
                 source.add(reference)
-            items.append(reference.item)  # identity views stay embedded for calibration
+            if len(items) < MAX_LOO_REFERENCES:
+                items.append(reference.item)  # identity views stay embedded for calibration
         return items
 
     def add_references(self, normal_images: Iterable[ImageInput] | ImageInput) -> Detector:
