@@ -47,8 +47,9 @@ class MemorySource(ScoreSource):
         self.transforms: list[Transform] | None = None  # the first reference's views, for one-reference hold-out
         self._near: dict[str, torch.Tensor] = {}
         self.tap_weights: list[float] | None = None  # textures: 1 / each tap's held-out spread (mean 1)
-        self._spread_taps: list[list[torch.Tensor]] = []  # identity taps of the first references (textures)
-        self._finished = False
+        # Textures: identity taps of the first references, kept until SPREAD_REFERENCES have been measured.
+        self._spread_taps: list[list[torch.Tensor]] = []
+        self._spread_open = True  # False once the weights are final (or loaded)
 
     @classmethod
     def wanted(cls, config, has_references: bool) -> bool:
@@ -62,16 +63,17 @@ class MemorySource(ScoreSource):
         if self.transforms is None and reference.view_count == len(reference.transforms):
             self.transforms = list(reference.transforms)  # one view per transform: rows trace back to places
         self.banks.add(memory_tokens(reference.output.taps, self.neighbourhood))
-        if self.texture and not self._finished and len(self._spread_taps) < SPREAD_REFERENCES:
+        if self.texture and self._spread_open and len(self._spread_taps) < SPREAD_REFERENCES:
             self._spread_taps.append(reference.item.output.taps)
 
     def finish(self) -> bool:
         self.banks.finish()
-        # Weighed once, at fit: references added later keep the weights the calibration was made with.
-        if not self._finished and self._spread_taps and len(self._spread_taps[0]) >= 2:
+        # References added later (add_references) refine the weights as a fit on all of them would,
+        # until SPREAD_REFERENCES have been measured; then the weights are final and the taps let go.
+        if self._spread_open and self._spread_taps and len(self._spread_taps[0]) >= 2:
             self.tap_weights = self._spread_weights()
-        self._spread_taps = []
-        self._finished = True
+        if len(self._spread_taps) >= SPREAD_REFERENCES:
+            self._spread_open, self._spread_taps = False, []
         return bool(self.banks.banks)
 
     def _spread_weights(self) -> list[float] | None:
@@ -165,7 +167,7 @@ class MemorySource(ScoreSource):
                 isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < float("inf") for w in weights)):
             raise ValueError(f"field 'tap_weights' must list {taps} positive numbers, got {weights!r}")
         self.tap_weights = None if weights is None else [float(w) for w in weights]
-        self._finished = True
+        self._spread_open = False  # the references' taps are not saved: a loaded detector keeps its weights
 
     def expected_state(self, meta: dict) -> dict[str, tuple[int | None, ...]]:
         dims = self.embedder.backbone.spec.tap_dims
