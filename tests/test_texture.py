@@ -77,9 +77,12 @@ def test_the_distribution_source_sees_global_changes_the_memory_misses(one_threa
         assert min(p.distribution_score for p in changed_p) > max(p.distribution_score for p in normal_p)
         memory = [p.pred_score for p in memory_only.predict(normal + changed)]
         assert auroc(labels, np.array(memory)) < 0.9  # measured 0.5-0.6: every patch has a near twin
+    weights = detector.sources_[0].tap_weights  # a texture's taps, each in units of its held-out spread
+    assert weights is not None and len(weights) == 2 and sum(weights) == pytest.approx(2.0)
     detector.save(str(tmp_path / "model"))
     loaded = Detector.load(str(tmp_path / "model"), device="cpu", progress=False)
     assert loaded.plan_ == detector.plan_
+    assert loaded.sources_[0].tap_weights == pytest.approx(weights)
     assert loaded.predict(turned[:1])[0].pred_score == pytest.approx(detector.predict(turned[:1])[0].pred_score)
 
 
@@ -89,6 +92,7 @@ def test_objects_keep_their_settings_and_textures_can_be_forced_off(one_thread):
     scenes = [capsule_scene(s)[0] for s in range(2)]
     objects = Detector(device="cpu", progress=False, augment=True).fit(scenes)
     assert not objects.plan_.texture and objects.plan_.neighbourhood == (3,) and len(objects.plan_.views) == 11
+    assert objects.sources_[0].tap_weights is None  # objects keep the plain sum over taps
     forced = Detector(device="cpu", progress=False, texture="off").fit([texture(s, 160) for s in range(2)])
     assert not forced.plan_.texture and forced.plan_.views == ("identity",)
 
@@ -107,3 +111,14 @@ def test_the_distribution_source_switches_off_on_a_grid_too_small_for_a_mean(one
         Detector(device="cpu", progress=False, image_size=64, distribution="only").fit(references)
     kept = Detector(device="cpu", progress=False, image_size=128).fit(references)  # 8 x 8 = 64 tokens
     assert kept.source_names == ["memory", "distribution"]
+
+
+def test_tap_weights_scale_each_tap_before_the_sum():
+    from vandal.memory.maps import sum_over_taps
+
+    gen = torch.Generator().manual_seed(0)
+    fine, coarse = torch.rand(2, 8, 8, generator=gen), torch.rand(2, 4, 4, generator=gen)
+    plain = sum_over_taps([fine, coarse], 32)
+    assert torch.equal(sum_over_taps([fine, coarse], 32, None), plain)
+    weighted = sum_over_taps([fine, coarse], 32, [1.5, 0.5])
+    assert torch.allclose(weighted, 1.5 * sum_over_taps([fine], 32) + 0.5 * sum_over_taps([coarse], 32))

@@ -173,7 +173,10 @@ class Detector:
     def _sources(self, names: list[str], plan: ViewPlan) -> list[ScoreSource]:
         """The ``names`` sources, built with the planned settings (after :meth:`_setup`)."""
         self.plan_ = plan
-        return [SOURCES[name](plan.apply(self.config), self.embedder_) for name in names]
+        sources = [SOURCES[name](plan.apply(self.config), self.embedder_) for name in names]
+        for source in sources:
+            source.texture = plan.texture
+        return sources
 
     def _wanted(self, has_references: bool) -> list[str]:
         names = [name for name, source in SOURCES.items() if source.wanted(self.config, has_references)]

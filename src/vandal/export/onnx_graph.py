@@ -72,6 +72,7 @@ class MemoryGraph(nn.Module):
         source = next(s for s in detector.sources_ if s.name == "memory")
         self.backbone = detector.backbone_
         self.neighbourhood = tuple(source.neighbourhood)
+        self.tap_weights = None if source.tap_weights is None else tuple(source.tap_weights)
         self.size = detector.embedder_.size
         self.sigma = float(detector.config.post.smoothing_sigma)
         self.calibration = Calibration(**detector.calibration_.to_dict())
@@ -92,7 +93,7 @@ class MemoryGraph(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         taps = [tap.float() for tap in self.backbone(pixels).taps]
-        raw = memory_map(taps, self.banks(), self.neighbourhood, self.size)
+        raw = memory_map(taps, self.banks(), self.neighbourhood, self.size, self.tap_weights)
         if self.sigma > 0:
             raw = gaussian_smooth(raw, self.sigma)
         score = self.calibration.image(raw.amax(dim=(1, 2)))

@@ -11,12 +11,16 @@ from .bank import MemoryBank
 from .pooling import pool_neighbourhood
 
 
-def sum_over_taps(distances: Iterable[torch.Tensor], size: int) -> torch.Tensor:
+def sum_over_taps(distances: Iterable[torch.Tensor], size: int,
+                  weights: Sequence[float] | None = None) -> torch.Tensor:
     """Per-tap distance grids ``[N, h_t, w_t]`` -> ``[N, size, size]``: each grid upsampled bilinearly
-    (align_corners=True, as the reference code) to the input size, then summed over taps."""
+    (align_corners=True, as the reference code) to the input size, then summed over taps (each times
+    its weight, when ``weights`` are given)."""
     total = None
-    for grid in distances:
+    for i, grid in enumerate(distances):
         up = F.interpolate(grid[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
+        if weights is not None:
+            up = up * weights[i]
         total = up if total is None else total + up
     if total is None:
         raise ValueError("sum_over_taps needs at least one tap")
@@ -33,10 +37,16 @@ def memory_tokens(taps: list[torch.Tensor], neighbourhood: Sequence[int]) -> dic
     return {bank_key(i, r): pool_neighbourhood(grid, r) for i, grid in enumerate(taps) for r in neighbourhood}
 
 
-def memory_map(taps: list[torch.Tensor], banks: Mapping[str, MemoryBank], neighbourhood: Sequence[int],
-               size: int) -> torch.Tensor:
-    """N inputs' taps -> per tap the nearest distance to its banks (mean over scales), upsampled to
-    ``size`` and summed over taps: ``[N, size, size]`` (METHOD section 5)."""
+def tap_distances(taps: list[torch.Tensor], banks: Mapping[str, MemoryBank],
+                  neighbourhood: Sequence[int]) -> list[torch.Tensor]:
+    """N inputs' taps -> per tap the nearest distance to its banks, mean over scales: ``[N, h_t, w_t]`` each."""
     tokens = memory_tokens(taps, neighbourhood)
-    return sum_over_taps((torch.stack([banks[bank_key(i, r)].distance_grid(tokens[bank_key(i, r)])
-                                       for r in neighbourhood]).mean(0) for i in range(len(taps))), size)
+    return [torch.stack([banks[bank_key(i, r)].distance_grid(tokens[bank_key(i, r)]) for r in neighbourhood]).mean(0)
+            for i in range(len(taps))]
+
+
+def memory_map(taps: list[torch.Tensor], banks: Mapping[str, MemoryBank], neighbourhood: Sequence[int],
+               size: int, weights: Sequence[float] | None = None) -> torch.Tensor:
+    """N inputs' taps -> :func:`tap_distances` upsampled to ``size`` and summed over taps (weighted
+    when ``weights`` are given): ``[N, size, size]`` (METHOD section 5)."""
+    return sum_over_taps(tap_distances(taps, banks, neighbourhood), size, weights)
