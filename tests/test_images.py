@@ -294,3 +294,30 @@ def test_other_pngs_stay_with_pillow(tmp_path):
     assert np.array_equal(load_image(tmp_path / "exif.png"), rgb[::-1, ::-1])  # the orientation still applies
     with Image.open(tmp_path / "rgb.png") as opened:
         assert np.array_equal(images._plain_png(opened, tmp_path / "rgb.png"), rgb)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_decode_ahead_keeps_the_order_and_the_errors_inline_or_threaded(tmp_path, workers):
+    arrays = [np.full((6, 5, 3), v, dtype=np.uint8) for v in (10, 20, 30)]
+    paths = [save(tmp_path / f"{i}.png", a) for i, a in enumerate(arrays)]
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    inputs = [paths[0], tmp_path / "bad.png", paths[1], arrays[2]]
+    out = list(decode_ahead(inputs, workers=workers, ahead=2, prepare=lambda a: int(a[0, 0, 0])))
+    assert [item for item, _ in out] == inputs
+    assert isinstance(out[1][1], UnreadableImageError)
+    assert [result[1] for _, result in out if not isinstance(result, Exception)] == [10, 20, 30]
+
+
+def test_decode_workers_leave_the_cores_to_the_backbone(monkeypatch):
+    import os
+
+    import torch
+
+    from vandal.detector import decode_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert decode_workers("cpu") == 0  # no spare core: decoding in turn is faster (measured)
+    assert decode_workers("cuda") == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert decode_workers("cpu") == 1 and decode_workers("cuda") == 8

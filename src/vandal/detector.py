@@ -67,6 +67,24 @@ def make_config(config: DetectorConfig | Mapping | None = None, preset: str | No
     return from_dict(base, settings or {})
 
 
+def decode_workers(device: str) -> int:
+    """Threads that decode and resize images ahead of the backbone (0: in the predicting thread).
+
+    A GPU is fed by several. On a CPU the backbone's threads own the cores: a decoding thread helps
+    only on a core they leave spare. Without one it slows the whole predict: it preempts one of the
+    backbone's OpenMP threads, and every parallel region waits for that straggler. Measured on 2 cores
+    (bottle 900 x 900 PNG, k = 4, 40 images, 2 torch threads): 9.6-9.8 images/s decoding ahead, 10.4-10.8
+    decoding in turn.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    if device != "cpu":
+        return max(1, min(8, cores - 1))
+    return 1 if cores > torch.get_num_threads() else 0
+
+
 class Detector:
     """Zero-/few-shot anomaly detector.
 
@@ -281,9 +299,7 @@ class Detector:
         if self.transductive:
             yield from self._stream_transductive(images)
             return
-        # Decoding and resizing to the backbone's input run ahead in threads: one on a CPU device (the
-        # cores belong to the backbone), several feeding a GPU.
-        workers = 1 if self.device_ == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+        workers = decode_workers(self.device_)
         decoded = tqdm(enumerate(decode_ahead(images, self.max_pixels, ahead=self.batch_size, workers=workers,
                                               prepare=self.embedder_.views)),
                        desc="predict", unit="img", total=total, disable=not self.progress)
