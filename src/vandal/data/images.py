@@ -96,9 +96,10 @@ def _plain_png(opened: Image.Image, path: Path | io.BytesIO) -> np.ndarray | Non
     """An 8-bit RGB PNG without transparency or EXIF (camera exports, MVTec AD), decoded by libpng
     through imagecodecs; None for anything else, or when libpng refuses the file (Pillow then decodes
     it and reports the error). Pillow's PNG decoder is the bottleneck of a predict's decoding: on
-    bottle's 900 x 900 PNGs it took 62 ms against imagecodecs' 27 ms (pyspng 25 ms, OpenCV 45 ms) in
-    one run on 2 shared cores, and imagecodecs releases the GIL as Pillow does (pyspng holds it, which
-    stalls the thread that runs the backbone). The pixels are identical (tests/test_images.py)."""
+    bottle's 900 x 900 PNGs 18.6 ms against 12.0 ms here (``benchmarks/bench_speed.py --parts``, 2
+    cores; in a side test on a loaded machine pyspng was as fast and OpenCV slower), and imagecodecs
+    releases the GIL as Pillow does (pyspng holds it, which stalls the thread that runs the
+    backbone). The pixels are identical (tests/test_images.py)."""
     if (opened.format != "PNG" or opened.mode != "RGB" or "transparency" in opened.info
             or getattr(opened, "is_animated", False)):
         return None
@@ -220,10 +221,9 @@ def decode_ahead(inputs: Iterable[ImageInput], max_pixels: int | None = DEFAULT_
                  workers: int = 1, prepare: Callable[[np.ndarray], object] | None = None) -> Iterator[tuple]:
     """Decode inputs in background threads, ``ahead`` images ahead of the consumer.
 
-    PIL releases the GIL while decoding, so the next files decode while the backbone runs on the
-    current one: decoding a 900 x 900 PNG takes about 20 ms, two thirds of an EfficientNet-Lite2
-    forward at 320 on 2 cores, and would otherwise add straight to predict time.
-    ``workers=0`` decodes in the caller's thread instead, when it is called for.
+    The decoders release the GIL, so the next files decode while the backbone runs on the current
+    one, on a core it leaves spare (``vandal.detector.decode_workers``); ``workers=0`` decodes in the
+    caller's thread instead, when there is none.
     Yields ``(input, array or the error)`` in input order (``max_pixels`` as in :func:`load_image`),
     or ``(input, (array, prepare(array)) or the error)`` when ``prepare`` is given: work that
     follows decoding (resizing to the backbone's input) then runs in the same threads.
