@@ -4,7 +4,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, PngImagePlugin
 
 from vandal.data import images, pixels
 from vandal.data.datasets import list_images
@@ -260,7 +260,7 @@ def test_plain_rgb_pngs_take_libpng_with_pixels_identical_to_pillow(tmp_path, mo
     noisy = rng.integers(0, 256, (61, 97, 3), dtype=np.uint8)
     variants = {}
     for name, array, options in (("ramp", ramp, {}), ("noise", noisy, {"compress_level": 9}),
-                                 ("fast", noisy, {"compress_level": 1}), ("interlaced", ramp, {"interlace": 1})):
+                                 ("fast", noisy, {"compress_level": 1})):
         Image.fromarray(array).save(tmp_path / f"{name}.png", **options)
         variants[name] = array
     gamma = _with_chunk((tmp_path / "noise.png").read_bytes(), b"gAMA", struct.pack(">I", 45455))
@@ -287,11 +287,23 @@ def test_other_pngs_stay_with_pillow(tmp_path):
     exif[ExifTags.Base.Orientation] = 3
     Image.fromarray(rgb).save(tmp_path / "exif.png", exif=exif)
     (tmp_path / "trns.png").write_bytes(_with_chunk(plain, b"tRNS", struct.pack(">HHH", 0, 0, 0)))
+    late = plain[:-12] + _png_chunk(b"tRNS", struct.pack(">HHH", 0, 0, 0)) + plain[-12:]  # after IDAT
+    (tmp_path / "late-trns.png").write_bytes(late)
     Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
-    for name in ("exif.png", "trns.png", "gray.png"):
+    header = bytearray(plain[:33])
+    header[28] = 1  # Adam7 (header only: whether the fast path takes it is decided there; libpng warns on those)
+    header[29:33] = struct.pack(">I", zlib.crc32(bytes(header[12:29])))
+    (tmp_path / "interlaced.png").write_bytes(bytes(header) + plain[33:])
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    Image.fromarray(rgb).save(tmp_path / "xmp.png", pnginfo=info)
+    for name in ("exif.png", "trns.png", "late-trns.png", "gray.png", "interlaced.png", "xmp.png"):
         with Image.open(tmp_path / name) as opened:
             assert images._plain_png(opened, tmp_path / name) is None, name
     assert np.array_equal(load_image(tmp_path / "exif.png"), rgb[::-1, ::-1])  # the orientation still applies
+    assert load_image(tmp_path / "xmp.png").shape == (7, 9, 3)  # XMP orientation 6: turned, as Pillow shows it
     with Image.open(tmp_path / "rgb.png") as opened:
         assert np.array_equal(images._plain_png(opened, tmp_path / "rgb.png"), rgb)
 

@@ -54,6 +54,20 @@ def test_onnx_scores_as_torch(squash):
     assert detector.predict(images)[0].pred_label  # the planted defect is found, so labels compare something
 
 
+def test_a_loaded_detector_exports_with_an_empty_smoothing_cache(squash, tmp_path):
+    from vandal.scoring import text
+
+    detector, _ = squash
+    detector.save(str(tmp_path / "model"))
+    text.blur_matrix.cache_clear()  # as in a fresh process: the export traces the smoothing first
+    loaded = Detector.load(str(tmp_path / "model"), device="cpu", progress=False)
+    path = export_onnx(loaded, tmp_path / "model.onnx")
+    images = _tests()
+    torch_predictions = loaded.predict(images)  # the cache holds real tensors after the trace
+    _assert_same(torch_predictions, OnnxDetector(path, device="cpu", progress=False).predict(images))
+    _assert_same(torch_predictions, detector.predict(images))
+
+
 def test_detector_load_chooses_onnxruntime_by_suffix(squash):
     _, path = squash
     loaded = Detector.load(str(path), device="cpu", progress=False)

@@ -161,3 +161,11 @@ def test_tap_adapters_layout_and_forward():
     assert adapters.fc[1].bias.detach()[0].item() == 0.5
     with pytest.raises(ValueError):
         adapters(taps[:2])
+
+
+def test_a_non_finite_value_stays_where_it_is():
+    for bad in (float("inf"), float("nan")):
+        maps = torch.zeros(1, 50, 50)
+        maps[0, 20, 20] = bad
+        smooth = gaussian_smooth(maps, sigma=1)  # radius 4: a 9 x 9 neighbourhood at most
+        assert int((~torch.isfinite(smooth)).sum()) <= 81 and bool(torch.isfinite(smooth[0, :10, :10]).all())

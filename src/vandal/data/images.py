@@ -92,6 +92,9 @@ def _pil_input(image: Image.Image, source: str, max_pixels: int | None) -> np.nd
     return pil_to_rgb(_upright(image), source)
 
 
+_PILLOW_CHUNKS = (b"eXIf", b"tRNS", b"Raw profile type exif", b"XML:com.adobe.xmp")
+
+
 def _plain_png(opened: Image.Image, path: Path | io.BytesIO) -> np.ndarray | None:
     """An 8-bit RGB PNG without transparency or EXIF (camera exports, MVTec AD), decoded by libpng
     through imagecodecs; None for anything else, or when libpng refuses the file (Pillow then decodes
@@ -104,8 +107,11 @@ def _plain_png(opened: Image.Image, path: Path | io.BytesIO) -> np.ndarray | Non
             or getattr(opened, "is_animated", False)):
         return None
     data = path.getvalue() if isinstance(path, io.BytesIO) else Path(path).read_bytes()
-    # IHDR: bit depth 8, colour type 2 (truecolour): Pillow also calls 16-bit files "RGB".
-    if len(data) < 29 or data[24] != 8 or data[25] != 2 or b"eXIf" in data:
+    # IHDR: bit depth 8, colour type 2 (truecolour; Pillow also calls 16-bit files "RGB"), not
+    # interlaced (libpng warns on stderr for those). Chunks Pillow acts on at load, wherever they lie
+    # (orientation from eXIf, an ImageMagick EXIF profile or XMP; transparency), leave it to Pillow.
+    if len(data) < 29 or data[24] != 8 or data[25] != 2 or data[28] != 0 or any(
+            marker in data for marker in _PILLOW_CHUNKS):
         return None
     try:
         import imagecodecs

@@ -126,7 +126,10 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float = 4.0, truncate: float = 4.
         return maps
     out = maps.float()
     height, width = out.shape[-2:]
-    if max(height, width) <= MATMUL_SIDE:
+    # A traced graph (ONNX export) takes the convolutions: a matrix built from fake tensors must not
+    # enter the cache. The products would spread one non-finite value over the whole map (0 x inf =
+    # nan); the convolutions keep it where it is.
+    if max(height, width) <= MATMUL_SIDE and not _tracing(out) and bool(torch.isfinite(out).all()):
         rows = blur_matrix(height, float(sigma), float(truncate), str(out.device))
         columns = rows if width == height else blur_matrix(width, float(sigma), float(truncate), str(out.device))
         return (rows @ out @ columns.T).contiguous()
@@ -153,6 +156,12 @@ def _gaussian_kernel(sigma: float, radius: int, device: torch.device) -> torch.T
     return kernel / kernel.sum()
 
 
+def _tracing(maps: torch.Tensor) -> bool:
+    """Whether ``maps`` is being traced (an ONNX export's fake tensors, a compiled graph)."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return type(maps) is not torch.Tensor or bool(compiling and compiling())
+
+
 @functools.lru_cache(maxsize=16)
 def blur_matrix(n: int, sigma: float, truncate: float, device: str) -> torch.Tensor:
     """``[n, n]``: row i holds the Gaussian weights of output sample i over the n input samples, with the
@@ -165,3 +174,4 @@ def blur_matrix(n: int, sigma: float, truncate: float, device: str) -> torch.Ten
         matrix = torch.zeros(n, n, device=device)
         matrix.scatter_add_(1, sources, kernel.expand(n, -1).contiguous())
     return matrix
+

@@ -177,8 +177,9 @@ class MemorySource(ScoreSource):
         weights = meta.get("tap_weights")
         taps = len(self.embedder.backbone.spec.tap_dims)
         if weights is not None and (not isinstance(weights, list) or len(weights) != taps or any(
-                isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < float("inf") for w in weights)):
-            raise ValueError(f"field 'tap_weights' must list {taps} positive numbers, got {weights!r}")
+                isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= taps + 1e-6 for w in weights)):
+            # normalised to a mean of 1, so each lies in (0, taps]
+            raise ValueError(f"field 'tap_weights' must list {taps} positive numbers of mean 1, got {weights!r}")
         self.tap_weights = None if weights is None else [float(w) for w in weights]
         self._spread_open = False  # the references' taps are not saved: a loaded detector keeps its weights
 
