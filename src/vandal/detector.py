@@ -191,10 +191,7 @@ class Detector:
     def _sources(self, names: list[str], plan: ViewPlan) -> list[ScoreSource]:
         """The ``names`` sources, built with the planned settings (after :meth:`_setup`)."""
         self.plan_ = plan
-        sources = [SOURCES[name](plan.apply(self.config), self.embedder_) for name in names]
-        for source in sources:
-            source.texture = plan.texture
-        return sources
+        return [SOURCES[name](plan.apply(self.config), self.embedder_) for name in names]
 
     def _wanted(self, has_references: bool) -> list[str]:
         names = [name for name, source in SOURCES.items() if source.wanted(self.config, has_references)]

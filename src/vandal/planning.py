@@ -54,10 +54,12 @@ class ViewPlan:
         return [known[name] for name in self.views]
 
     def apply(self, config: DetectorConfig) -> DetectorConfig:
-        """The config the sources are built with (the planned neighbourhood)."""
-        if tuple(config.memory.neighbourhood) == self.neighbourhood:
+        """The config the sources are built with: the planned neighbourhood, and ``memory.texture``
+        resolved to the plan's decision (on or off)."""
+        texture = "on" if self.texture else "off"
+        if tuple(config.memory.neighbourhood) == self.neighbourhood and config.memory.texture == texture:
             return config
-        return config.replace(neighbourhood=self.neighbourhood)
+        return config.replace(neighbourhood=self.neighbourhood, texture=texture)
 
     def to_dict(self) -> dict:
         data = asdict(self)

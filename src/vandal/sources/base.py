@@ -56,7 +56,6 @@ class ScoreSource:
     uses_objects: ClassVar[bool] = False  # needs the image's segmented objects (a segmenter)
     fusion: str = "sum"  # image-space sources: how the map joins the view map
     exclusive: bool = False  # its decision alone is the image score (e.g. distribution.mode = "only")
-    texture: bool = False  # the plan judged the references a texture (set by the detector before add)
 
     def __init__(self, config: DetectorConfig, embedder: Embedder):
         self.config = config

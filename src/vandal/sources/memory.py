@@ -52,6 +52,7 @@ class MemorySource(ScoreSource):
         self.banks = BankSet(config.memory.coreset)
         self.transforms: list[Transform] | None = None  # the first reference's views, for one-reference hold-out
         self._near: dict[str, torch.Tensor] = {}
+        self.texture = config.memory.texture == "on"  # the plan's decision (ViewPlan.apply)
         self.tap_weights: list[float] | None = None  # textures: 1 / each tap's held-out spread (mean 1)
         # Textures: identity taps of the first references, kept until SPREAD_REFERENCES have been measured.
         self._spread_taps: list[list[torch.Tensor]] = []
