@@ -134,8 +134,9 @@ def make_case(name: str, k: int, seed: int) -> Case:
     return varied_case(root, k, seed) if name == "kolektor-varied" else mvtec_case(root, k, seed)
 
 
-def evaluate(case: Case, detector: Detector) -> dict[str, float]:
-    """One fitted detector on one case -> the table's figures (NaN where a set has no pixel truth)."""
+def evaluate(case: Case, detector: Detector, dump: Path | None = None) -> dict[str, float]:
+    """One fitted detector on one case -> the table's figures (NaN where a set has no pixel truth);
+    ``dump``: an .npz of the per-image scores (labels, fused, memory, distribution), to compare fusions offline."""
     labels = case.labels.astype(bool)
     scores, flags, memory, distribution = [], [], [], []
     maps: list[np.ndarray] = []
@@ -157,6 +158,10 @@ def evaluate(case: Case, detector: Detector) -> dict[str, float]:
             own.append(p.pred_mask)
             truth.append(mask)
     scores_a, flags_a = np.array(scores), np.array(flags, bool)
+    if dump is not None:
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(dump, labels=labels, fused=scores_a, memory=np.array(memory), distribution=np.array(distribution),
+                 **{f"group_{g}": keep for g, keep in case.groups.items()})
     row = {"image_auroc": auroc(labels, scores_a), "flag_good": flags_a[~labels].mean(),
            "flag_defect": flags_a[labels].mean()}
     for group, keep in case.groups.items():
@@ -198,7 +203,7 @@ def table(rows: dict[tuple[str, int], list[dict[str, float]]]) -> str:
 
 
 def run(sets: list[str], ks: list[int], seeds: int | None, settings: dict[str, str],
-        log: Callable[[str], None] = print) -> dict[tuple[str, int], list[dict[str, float]]]:
+        log: Callable[[str], None] = print, dump: Path | None = None) -> dict[tuple[str, int], list[dict[str, float]]]:
     rows: dict[tuple[str, int], list[dict[str, float]]] = {}
     for name in sets:
         for k in ks:
@@ -206,7 +211,7 @@ def run(sets: list[str], ks: list[int], seeds: int | None, settings: dict[str, s
                 start = time.perf_counter()
                 case = make_case(name, k, seed)
                 detector = Detector(settings or None, progress=False).fit(case.references)
-                row = evaluate(case, detector)
+                row = evaluate(case, detector, None if dump is None else dump / f"{name}-k{k}-seed{seed}.npz")
                 rows.setdefault((name, k), []).append(row)
                 plan = detector.plan_
                 log(f"  {name} k={k} seed={seed}: {time.perf_counter() - start:.0f}s; plan texture={plan.texture} "
@@ -223,11 +228,12 @@ def main() -> None:
                         help="seeds per set (default: " + ", ".join(f"{s} {n}" for s, n in DEFAULT_SEEDS.items()) + ")")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a detector setting, as the command line's --set (repeatable)")
+    parser.add_argument("--dump", type=Path, default=None, help="a folder for per-image scores (.npz per case)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = dict(parse_assignment(text) for text in args.settings)
     print(f"settings: {settings or 'defaults'}", flush=True)
-    print(table(run(args.sets, args.k, args.seeds, settings, lambda line: print(line, flush=True))))
+    print(table(run(args.sets, args.k, args.seeds, settings, lambda line: print(line, flush=True), args.dump)))
 
 
 if __name__ == "__main__":

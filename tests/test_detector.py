@@ -157,3 +157,15 @@ def test_single_inputs_and_stacks_are_understood(textures, tmp_path):
     stacked = Detector(image_size=64, progress=False).fit(np.stack(references))
     assert stacked.n_references_ == 2
     assert len(stacked.predict(np.stack([t for t, _ in tests[:3]]))) == 3
+
+
+def test_mask_level_comes_from_the_synthetic_defects(fitted_detector, textures):
+    """The pixel level is the one that best outlines the synthetic defects pasted into the held-out
+    references (no lower than the held-out maps' extreme-value level), and the planted defects' masks find them."""
+    calibration = fitted_detector.calibration_
+    assert calibration.pixel_threshold >= calibration.image_threshold  # a texture: no synthetic raise of the image level
+    _, tests = textures
+    for prediction, (_, truth) in zip(fitted_detector.predict([t for t, _ in tests]), tests):
+        mask = prediction.pred_mask
+        assert (mask & truth).sum() > 0.5 * truth.sum()  # most of the defect is outlined
+        assert (mask & ~truth).sum() < 2 * truth.sum()  # and not the texture around it

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vandal.scoring.thresholds import cell_maxima, gumbel_level, memory_threshold, synthetic_level
+from vandal.scoring.thresholds import cell_maxima, gumbel_level, memory_threshold, pixel_f1_level, synthetic_level
 
 
 def test_cell_maxima_are_the_maxima_of_each_cell():
@@ -40,3 +40,18 @@ def test_memory_threshold_never_below_a_held_out_value_and_follows_the_spread():
     assert memory_threshold(loose) - float(loose.max()) > memory_threshold(tight) - float(tight.max())
     raised = memory_threshold(tight, synthetic_scores=np.full(8, 9.0))
     assert raised == pytest.approx(math.sqrt(float(tight.max()) * 9.0), rel=1e-6)
+
+
+def test_pixel_f1_level_separates_defect_pixels_from_normal_ones():
+    rng = np.random.default_rng(0)
+    masks = [np.zeros((16, 16), bool) for _ in range(3)]
+    maps = []
+    for mask in masks:
+        mask[4:8, 5:9] = True
+        maps.append((np.where(mask, 2.0, 0.0) + rng.uniform(0, 0.5, mask.shape)).astype(np.float32))
+    normal = [rng.uniform(0, 0.9, (32, 32))]  # a normal map reaching higher than the defect images' background
+    level = pixel_f1_level(maps, masks, normal)
+    lowest_defect = min(float(m[k].min()) for m, k in zip(maps, masks))
+    assert 0.9 <= level < lowest_defect  # every defect pixel masked, no normal one
+    assert all(((m > level) == k).all() for m, k in zip(maps, masks))
+    assert pixel_f1_level(maps, [np.zeros((16, 16), bool)] * 3) is None

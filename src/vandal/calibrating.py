@@ -14,11 +14,13 @@ raised towards synthetic defects pasted into the held-out references when those 
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -26,7 +28,7 @@ from .data.synthetic_anomalies import KINDS, synthetic_anomaly
 from .memory.augment import augment, calibration_transforms
 from .scoring.calibration import Calibration, calibrate, fixed_calibration
 from .scoring.fusion import ScoredImage, collect, fuse, fusion_scales
-from .scoring.thresholds import memory_threshold
+from .scoring.thresholds import memory_threshold, pixel_f1_level
 
 if TYPE_CHECKING:
 
@@ -58,35 +60,62 @@ class DegenerateReferencesWarning(UserWarning):
 
 
 def _from_scored(sources: list[ScoreSource], scored: list[ScoredImage], method: str, label: str = "",
-                 synthetic: list[float] | None = None) -> Calibration:
+                 synthetic: Synthetic | None = None) -> Calibration:
     """Thresholds from held-out (or perturbed) scores. Held-out maps set the map level by extreme values
     (and the synthetic defects' map maxima); the image level follows it when the image score is the
-    map maximum, else (text joins it) the largest normal image score times the margin."""
+    map maximum, else (text joins it) the largest normal image score times the margin. The pixel level
+    is the one that best outlines the synthetic defects (:func:`pixel_level`)."""
     scales = fusion_scales(scored) if any(s.fusion == "mean" for s in sources) else None
     fused = [fuse(s, scales) for s in scored]
     images, maxima = [f[1] for f in fused], [float(f[0].amax()) for f in fused]
     calibration = calibrate(images, maxima, method, CALIBRATION_MARGIN[method])
     if method == "held-out":
-        level = max(memory_threshold([f[0] for f in fused], np.asarray(synthetic) if synthetic else None), 1e-6)
+        normal = [f[0] for f in fused]
+        maxima_synthetic = np.asarray([float(m.amax()) for m in synthetic.maps]) if synthetic else None
+        level = max(memory_threshold(normal, maxima_synthetic), 1e-6)
         image_level = level if all(s.text is None for s in scored) else calibration.image_threshold
-        calibration = replace(calibration, pixel_threshold=level, image_threshold=image_level)
+        pixel = pixel_level(normal, synthetic, memory_threshold(normal)) if synthetic else level
+        calibration = replace(calibration, pixel_threshold=pixel, image_threshold=image_level)
     return replace(calibration, scales=list(scales) if scales else None, method=method + label)
 
 
+@dataclass
+class Synthetic:
+    """Synthetic defects scored without their owner: raw maps ``[S, S]`` and their masks (bool ``[S, S]``)."""
+
+    maps: list[torch.Tensor]
+    masks: list[np.ndarray]
+
+
 def _synthetic(sources: list[ScoreSource], embedder: Embedder, sigma: float, references: list[EmbeddedImage]
-               ) -> list[float]:
-    """Map maxima of synthetic defects pasted into the held-out references (at the backbone's input
-    size: the same share of the image, and cheap on large parts), each scored without its owner.
-    Not for object sources (no mean-fusion scales needed: see :func:`calibrate_sources`)."""
+               ) -> Synthetic:
+    """Synthetic defects pasted into the held-out references (at the backbone's input size: the same
+    share of the image, and cheap on large parts), each scored without its owner. Not for object
+    sources (no mean-fusion scales needed: see :func:`calibrate_sources`)."""
     rng = np.random.default_rng(SYNTHETIC_SEED)
     size = embedder.size
     small = [np.asarray(Image.fromarray(r.image).resize((size, size), Image.BILINEAR)) for r in references]
     scales = None
     owners = [j % len(references) for j in range(SYNTHETIC_DEFECTS)]
-    items = [embedder.image(synthetic_anomaly(small[owner], rng, KINDS[j % len(KINDS)])[0])
-             for j, owner in enumerate(owners)]
+    pasted = [synthetic_anomaly(small[owner], rng, KINDS[j % len(KINDS)]) for j, owner in enumerate(owners)]
+    items = [embedder.image(image) for image, _ in pasted]
     embedder.embed_items(items)  # batched forwards: ~2x faster than one image at a time on 2 cores
-    return [float(fuse(left_out(sources, owner, item, sigma), scales)[0].amax()) for owner, item in zip(owners, items)]
+    maps = [fuse(left_out(sources, owner, item, sigma), scales)[0] for owner, item in zip(owners, items)]
+    return Synthetic(maps, [mask for _, mask in pasted])
+
+
+def pixel_level(normal: list[torch.Tensor], synthetic: Synthetic, nominal: float) -> float:
+    """The mask level: the one whose masks best outline the synthetic defects (pixel F1 against their
+    masks, the held-out normal maps' pixels counting as false alarms), no lower than the ``nominal``
+    extreme-value level of the held-out maps (a normal image's mask stays empty as often as its image
+    stays unflagged). It may sit above the image level: a smoothed map spreads past a defect's edge."""
+    side = synthetic.maps[0].shape[-1] if synthetic.maps else 1
+    # normal maps thinned to about the synthetic images' pixel count, so each image weighs alike
+    thinned = [m[::step, ::step] for m in normal
+               for step in [max(1, math.ceil(math.sqrt(m.numel() / max(1, side * side))))]]
+    best = pixel_f1_level([m.float().cpu().numpy() for m in synthetic.maps], synthetic.masks,
+                          [m.float().cpu().numpy() for m in thinned])
+    return max(nominal, best if best is not None else nominal, 1e-6)
 
 
 def _perturbed(sources: list[ScoreSource], embedder: Embedder, sigma: float, reference: EmbeddedImage,

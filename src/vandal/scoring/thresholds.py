@@ -33,6 +33,7 @@ EULER_GAMMA = 0.5772156649015329
 CELLS = 4  # 4 x 4 cells: enough maxima for a Gumbel fit from one held-out map
 ALPHA = 0.05  # share of normal images allowed above the level (per image, by the model)
 SYNTHETIC_QUANTILE = 0.1  # the defects' low end: the weakest tenth of the synthetic defects
+LEVEL_CANDIDATES = 256  # candidate pixel levels (quantiles of the synthetic defects' pixels)
 
 
 def cell_maxima(maps: torch.Tensor | np.ndarray | Sequence, cells: int = CELLS) -> np.ndarray:
@@ -87,3 +88,26 @@ def memory_threshold(held_out_maps: torch.Tensor | np.ndarray | Sequence,
     if synthetic_scores is not None:
         level = max(level, synthetic_level(null_maximum, synthetic_scores))
     return level
+
+
+def pixel_f1_level(defect_maps: Sequence, defect_masks: Sequence, normal_maps: Sequence = (),
+                   candidates: int = LEVEL_CANDIDATES) -> float | None:
+    """The map level whose mask best outlines synthetic defects: pixel F1 (pooled) of ``map > level``
+    against the defects' masks, over the synthetic images' pixels and the normal (held-out) maps'
+    pixels, which can only add false alarms. Maps ``[H_i, W_i]``, masks bool of the same shapes;
+    candidates are quantiles of the defect pixels' scores. None without any defect pixel."""
+    positives = np.concatenate([np.asarray(m, dtype=np.float32)[np.asarray(k, bool)]
+                                for m, k in zip(defect_maps, defect_masks, strict=True)])
+    if positives.size == 0:
+        return None
+    negatives = np.concatenate([np.asarray(m, dtype=np.float32)[~np.asarray(k, bool)]
+                                for m, k in zip(defect_maps, defect_masks, strict=True)]
+                               + [np.asarray(m, dtype=np.float32).ravel() for m in normal_maps])
+    levels = np.unique(np.quantile(positives, np.linspace(0.0, 1.0, candidates, endpoint=False)))
+    positives.sort()
+    negatives.sort()
+    # pixels at or above each candidate; the level returned sits just below it (masks are "map > level")
+    hits = positives.size - np.searchsorted(positives, levels, side="left")
+    false = negatives.size - np.searchsorted(negatives, levels, side="left")
+    f1 = 2 * hits / np.maximum(1, 2 * hits + false + (positives.size - hits))
+    return float(np.nextafter(np.float32(levels[int(np.argmax(f1))]), np.float32(-np.inf)))
