@@ -33,7 +33,7 @@ def test_every_field_has_one_alias_and_one_flag():
 @pytest.mark.parametrize("settings, message", [
     ({"neighbourhod": 3}, "did you mean neighbourhood"),
     ({"neighbourhood": (2,)}, "odd sizes"),
-    ({"resize": "stretch"}, "views.resize must be one of squash, pad, tile"),
+    ({"resize": "stretch"}, "views.resize must be one of auto, squash, pad, tile"),
     ({"augment": "maybe"}, "memory.augment takes true or false"),
     ({"image_size": 0}, "backbone.image_size must be in"),
     ({"image_size": 10**9}, "backbone.image_size must be in"),

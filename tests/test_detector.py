@@ -114,7 +114,9 @@ def test_clip_few_shot_with_text_round_trip(textures, tmp_path):
 
     references, tests = textures
     clip_dir = make_tiny_clip(tmp_path / "clip")
-    detector = Detector(backbone=clip_dir, image_size=64, class_name="fabric", progress=False).fit(references)
+    # distribution on: every source in the round trip (auto may drop it for a random CLIP's features)
+    detector = Detector(backbone=clip_dir, image_size=64, class_name="fabric", distribution="on",
+                        progress=False).fit(references)
     assert detector.source_names == ["memory", "distribution", "text"]
     before = detector.predict([t for t, _ in tests[:2]])
     detector.save(tmp_path / "model")
@@ -159,13 +161,21 @@ def test_single_inputs_and_stacks_are_understood(textures, tmp_path):
     assert len(stacked.predict(np.stack([t for t, _ in tests[:3]]))) == 3
 
 
-def test_mask_level_comes_from_the_synthetic_defects(fitted_detector, textures):
+def test_mask_level_comes_from_the_synthetic_defects(fitted_detector, textures, monkeypatch):
     """The pixel level is the one that best outlines the synthetic defects pasted into the held-out
-    references (no lower than the held-out maps' extreme-value level), and the planted defects' masks find them."""
+    references, between the held-out maps' extreme-value level and the image level; the planted
+    defects' masks find them."""
+    import vandal.calibrating as calibrating
+
     calibration = fitted_detector.calibration_
-    assert calibration.pixel_threshold >= calibration.image_threshold  # a texture: no synthetic raise of the image level
+    assert calibration.pixel_threshold <= calibration.image_threshold
     _, tests = textures
     for prediction, (_, truth) in zip(fitted_detector.predict([t for t, _ in tests]), tests):
-        mask = prediction.pred_mask
-        assert (mask & truth).sum() > 0.5 * truth.sum()  # most of the defect is outlined
-        assert (mask & ~truth).sum() < 2 * truth.sum()  # and not the texture around it
+        assert (prediction.pred_mask & truth).sum() > 0.5 * truth.sum()  # most of the defect is outlined
+    seen = []
+    real = calibrating.pixel_f1_level
+    monkeypatch.setattr(calibrating, "pixel_f1_level", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    references, _ = textures
+    refit = Detector(progress=False).fit(references)
+    level = refit.calibration_.pixel_threshold
+    assert len(seen) == 1 and level == pytest.approx(min(seen[0], refit.calibration_.image_threshold))

@@ -133,3 +133,16 @@ def test_state_round_trip_and_damage():
         DistributionModel(16, 2.0).add(torch.randn(6, 6, 5))
     with pytest.raises(ValueError, match="not fitted"):
         DistributionModel(16, 2.0).decisions(test)
+
+
+def test_parts_that_differ_globally_are_told_from_a_stationary_product():
+    """Whole references that differ more than one reference's halves (a light shift per part) say the
+    mean token varies between normal parts; draws of one texture do not."""
+    gen = torch.Generator().manual_seed(7)
+    same = [torch.randn(1, 10, 10, 16, generator=gen) + 1.0 for _ in range(4)]
+    lit = [g.clone() for g in same]
+    for i, grid in enumerate(lit):
+        grid[..., :4] += 0.4 * i  # each part a little brighter than the last
+    assert fitted(same).parts_differ() is False
+    assert fitted(lit).parts_differ() is True
+    assert fitted(same[:1]).parts_differ() is None  # one reference: no parts to compare

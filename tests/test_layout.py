@@ -27,6 +27,13 @@ def test_tiles_cover_long_image_with_square_tiles():
     assert len(tall) == 3 and tall[-1].y1 == 1250
 
 
+def test_auto_tiles_long_images_and_squashes_near_square_ones():
+    assert plan_views(100, 140, "auto") == plan_views(100, 140, "squash")
+    assert plan_views(100, 150, "auto") == plan_views(100, 150, "tile") and len(plan_views(100, 150, "auto")) == 2
+    assert plan_views(500, 1250, "auto") == plan_views(500, 1250, "tile")
+    assert plan_views(1250, 500, "auto") == plan_views(1250, 500, "tile")
+
+
 def test_unknown_policy():
     with pytest.raises(ValueError, match="policy"):
         plan_views(10, 10, "stretch")

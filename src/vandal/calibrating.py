@@ -74,7 +74,7 @@ def _from_scored(sources: list[ScoreSource], scored: list[ScoredImage], method: 
         maxima_synthetic = np.asarray([float(m.amax()) for m in synthetic.maps]) if synthetic else None
         level = max(memory_threshold(normal, maxima_synthetic), 1e-6)
         image_level = level if all(s.text is None for s in scored) else calibration.image_threshold
-        pixel = pixel_level(normal, synthetic, memory_threshold(normal)) if synthetic else level
+        pixel = pixel_level(normal, synthetic, memory_threshold(normal), level) if synthetic else level
         calibration = replace(calibration, pixel_threshold=pixel, image_threshold=image_level)
     return replace(calibration, scales=list(scales) if scales else None, method=method + label)
 
@@ -94,7 +94,8 @@ def _synthetic(sources: list[ScoreSource], embedder: Embedder, sigma: float, ref
     sources (no mean-fusion scales needed: see :func:`calibrate_sources`)."""
     rng = np.random.default_rng(SYNTHETIC_SEED)
     size = embedder.size
-    small = [np.asarray(Image.fromarray(r.image).resize((size, size), Image.BILINEAR)) for r in references]
+    small = [np.asarray(Image.fromarray(r.image).resize((size, size), Image.Resampling.BILINEAR))
+             for r in references]
     scales = None
     owners = [j % len(references) for j in range(SYNTHETIC_DEFECTS)]
     pasted = [synthetic_anomaly(small[owner], rng, KINDS[j % len(KINDS)]) for j, owner in enumerate(owners)]
@@ -104,18 +105,21 @@ def _synthetic(sources: list[ScoreSource], embedder: Embedder, sigma: float, ref
     return Synthetic(maps, [mask for _, mask in pasted])
 
 
-def pixel_level(normal: list[torch.Tensor], synthetic: Synthetic, nominal: float) -> float:
+def pixel_level(normal: list[torch.Tensor], synthetic: Synthetic, nominal: float, image_level: float) -> float:
     """The mask level: the one whose masks best outline the synthetic defects (pixel F1 against their
-    masks, the held-out normal maps' pixels counting as false alarms), no lower than the ``nominal``
-    extreme-value level of the held-out maps (a normal image's mask stays empty as often as its image
-    stays unflagged). It may sit above the image level: a smoothed map spreads past a defect's edge."""
+    masks, the held-out normal maps' pixels counting as false alarms), between the ``nominal``
+    extreme-value level of the held-out maps and the image level. Uncapped, it rose above the image
+    level on MVTec bottle (k = 4: pixel F1 at the own level 0.748 -> 0.423; the pasted defects score
+    far above normal, and their best level sits high on the smoothed maps' shoulders)."""
     side = synthetic.maps[0].shape[-1] if synthetic.maps else 1
     # normal maps thinned to about the synthetic images' pixel count, so each image weighs alike
     thinned = [m[::step, ::step] for m in normal
                for step in [max(1, math.ceil(math.sqrt(m.numel() / max(1, side * side))))]]
     best = pixel_f1_level([m.float().cpu().numpy() for m in synthetic.maps], synthetic.masks,
                           [m.float().cpu().numpy() for m in thinned])
-    return max(nominal, best if best is not None else nominal, 1e-6)
+    if best is None:
+        return image_level
+    return max(min(best, image_level), min(nominal, image_level), 1e-6)
 
 
 def _perturbed(sources: list[ScoreSource], embedder: Embedder, sigma: float, reference: EmbeddedImage,
@@ -184,8 +188,10 @@ def extend_calibration(old: Calibration, sources: list[ScoreSource], sigma: floa
     calibration = calibrate(old.image_scores + [f[1] for f in fused],
                             old.map_maxima + [float(f[0].amax()) for f in fused], method, CALIBRATION_MARGIN[method])
     if old.method.startswith("held-out"):
-        level = max(old.pixel_threshold, memory_threshold([f[0] for f in fused]))
-        image_level = level if all(s.text is None for s in scored) else calibration.image_threshold
-        calibration = replace(calibration, pixel_threshold=level, image_threshold=image_level,
-                              method="held-out (leave-one-out)")
+        # the image and the mask level each rise to the new held-out maps' extreme-value level, never drop
+        nominal = memory_threshold([f[0] for f in fused])
+        image_level = (max(old.image_threshold, nominal) if all(s.text is None for s in scored)
+                       else calibration.image_threshold)
+        calibration = replace(calibration, pixel_threshold=max(old.pixel_threshold, nominal),
+                              image_threshold=image_level, method="held-out (leave-one-out)")
     return replace(calibration, scales=old.scales)

@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-RESIZE_POLICIES = ("squash", "pad", "tile")
+RESIZE_POLICIES = ("auto", "squash", "pad", "tile")
 INDIVIDUAL_MODES = ("auto", "on", "off")
 FUSIONS = ("sum", "mean")
 TEXT_SCALES = ("pooled", "windows")
 MUTUAL_MODES = ("objects", "batch")
 TEXTURE_MODES = ("auto", "on", "off")
-DISTRIBUTION_MODES = ("on", "off", "only")
+DISTRIBUTION_MODES = ("auto", "on", "off", "only")
 HIDDEN_ACTS = ("gelu", "quick_gelu")
 MAX_IMAGE_SIZE = 4096  # backbone input side; the papers use 518
 # The CLIP backbone that text defaults to; defined here, not in vandal.backbones, so that the command
@@ -80,7 +80,8 @@ class BackboneConfig:
 class ViewsConfig:
     """How an image of any size and aspect becomes square backbone inputs (data/layout.py)."""
 
-    resize: str = option("squash", "squash (the papers), pad, or tile (long images).", choices=RESIZE_POLICIES)
+    resize: str = option("auto", "auto (tile an image whose long side is >= 1.5 x its short side, else squash), "
+                                 "squash (the papers), pad, or tile (long images).", choices=RESIZE_POLICIES)
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,12 @@ class ObjectsConfig:
 class DistributionConfig:
     """The image-level distribution score: the image's mean token against the references' Gaussian."""
 
-    mode: str = option("on", "Image-level distribution score (sees global changes: a texture finer, coarser or "
-                             "turned). on: joins the image score by maximum; only: it alone is the image score "
-                             "(maps still from the memory); off. Needs a deepest token grid of >= 8 x 8 (128 px at "
-                             "stride 16): below, on switches it off with a warning and only is refused.",
+    mode: str = option("auto", "Image-level distribution score (sees global changes: a texture finer, coarser or "
+                               "turned). on: joins the image score by maximum; auto: as on, unless the references "
+                               "(k >= 2) differ from each other more than one reference's halves do (parts that "
+                               "vary globally: lighting, placement); only: it alone is the image score (maps still "
+                               "from the memory); off. Needs a deepest token grid of >= 8 x 8 (128 px at "
+                               "stride 16): below, on and auto switch it off with a warning and only is refused.",
                        alias="distribution",
                        choices=DISTRIBUTION_MODES)
 

@@ -50,9 +50,9 @@ class EvalConfig:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
         if self.detector.mutual.mode is not None and any(self.shots):
             raise ValueError("mutual comparison is reference-free: evaluate it with --shots 0")
-        if self.protocol == "grid" and self.detector.views.resize != "squash":
-            raise ValueError("--protocol grid scores the detector's input grid, which only --resize squash maps "
-                             "one to one onto the image")
+        if self.protocol == "grid" and self.detector.views.resize not in ("squash", "auto"):
+            raise ValueError("--protocol grid scores the detector's input grid, which only --resize squash (or "
+                             "auto on near-square images) maps one to one onto the image")
 
     def resolution(self) -> str:
         return {"518": f"{PAPER_SIZE}x{PAPER_SIZE}", "native": "original image size",

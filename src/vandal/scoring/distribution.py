@@ -182,6 +182,9 @@ class DistributionModel:
         self.pending: list[ReferenceStats] = []
         self.gaussian: TokenGaussian | None = None
         self.level = 0.0
+        # This fit's null values apart (not saved): leave-one-out (between parts) and split (within one part).
+        self.between: list[float] = []
+        self.within: list[float] = []
 
     def add(self, grids: torch.Tensor, shifted: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """One reference's identity token grids ``[V, h, w, C]`` (and optionally two slightly shifted
@@ -205,10 +208,21 @@ class DistributionModel:
                 value = loo_scale(k) * float(held_out.mean_shifts_of_means(stats.mean[None])[0])
                 if value > DUPLICATE * stats.split:  # an identical twin among the others measures nothing
                     self.nulls.append(value)
+                    self.between.append(value)
             self.nulls.append(stats.split)
+            self.within.append(stats.split)
         self.references, self.pending = k, []
         self.gaussian = TokenGaussian.fit(self.total)
         self.level = max(sum(self.nulls) / len(self.nulls), 1e-12)
+
+    def parts_differ(self) -> bool | None:
+        """Whether whole references differ more from each other than one reference's halves do (mean
+        leave-one-out null above the mean split null): the product's mean token varies between normal
+        parts (lighting, placement), so a shifted mean token is no sign of a defect. None: not measured
+        in this fit (one reference, or a loaded model)."""
+        if not self.between or not self.within:
+            return None
+        return sum(self.between) / len(self.between) > sum(self.within) / len(self.within)
 
     def decisions(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens ``[B, N, C]`` of B images -> ``[B]`` decisions (1.0 = the decision level)."""
