@@ -62,7 +62,8 @@ def zero_shot_maps(adapters: TapAdapters, taps: Sequence[torch.Tensor], text: to
     upsample the logits, softmax, abnormal channel; summed over taps. ``smoothing_sigma > 0``
     adds a Gaussian blur (not in the reference; off by default).
     """
-    from .text import gaussian_smooth, text_anomaly_maps
+    from .smoothing import gaussian_smooth
+    from .text import text_anomaly_maps
 
     maps = text_anomaly_maps([p.float() for p in adapters(taps)], text, size)
     return gaussian_smooth(maps, smoothing_sigma) if smoothing_sigma > 0 else maps
