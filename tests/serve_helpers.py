@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 CHROMIUM = os.environ.get("VANDAL_CHROMIUM", "/usr/bin/chromium")
@@ -72,3 +74,27 @@ def save_pngs(folder: Path, images: dict[str, np.ndarray]) -> list[Path]:
         Image.fromarray(image).save(folder / name)
         paths.append(folder / name)
     return paths
+
+
+def required_program(name: str, *candidates: str) -> str:
+    """The path of an external program the test runs (a broker, a database server): skipped when it is
+    missing, except in CI (``CI=true``), where a missing program fails the test instead."""
+    for candidate in (*candidates, shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    message = f"{name} is not installed (apt-get install the package that has it; .ci/run does)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message + "; CI must run this test")
+    pytest.skip(message)
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``condition()`` until it is truthy -> its value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)

@@ -4,6 +4,8 @@ behind three middlewares (outermost first): metrics, the bounded queue, the body
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from .errors import install_handlers
 from .limits import BodyLimitMiddleware
+from .line import LineIntegration
+from .line_routes import add_line_routes
 from .metrics import Metrics, MetricsMiddleware
 from .queue import Admission, AdmissionMiddleware
 from .routes import add_model_routes
@@ -55,10 +59,23 @@ def build_app(settings: ServeSettings) -> FastAPI:
     admission = Admission(settings.queue_size)
     # Admitted requests wait for their model's lock in a thread: one thread each, and two spare.
     run = WorkerThreads(settings.queue_size + 2)
-    app = FastAPI(title="vandal", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
+    line = LineIntegration(settings, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        line.start()  # webhook deliveries, MQTT and watched folders run in their own threads
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(line.stop)
+
+    app = FastAPI(title="vandal", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
     app.state.store, app.state.metrics, app.state.admission, app.state.settings = store, metrics, admission, settings
+    app.state.line = line
     install_handlers(app)
-    add_model_routes(app, store, settings, metrics, run)
+    add_model_routes(app, store, settings, metrics, run, line)
+    add_line_routes(app, store, line, run)
 
     metrics.gauge("vandal_queue_active", "Heavy requests (fit, references, predict) in progress.",
                   lambda: admission.active)

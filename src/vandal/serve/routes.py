@@ -15,6 +15,7 @@ from fastapi import Path as PathParam
 
 from .encode import PNG_FIELDS, parse_include, results_json
 from .fit_options import fit_config
+from .line import LineIntegration
 from .metrics import Metrics
 from .schemas import ModelList, ModelSummary, PredictAnswer, documented
 from .settings import ServeSettings
@@ -27,7 +28,8 @@ NAME_HELP = "Model name: 1-64 of A-Z a-z 0-9 _ . - (not starting with a dot)."
 FILES_HELP = "Image files (PNG, JPEG, BMP, TIFF, WebP, GIF); repeat the field for several."
 
 
-def add_model_routes(app: FastAPI, store: ModelStore, options: ServeSettings, metrics: Metrics, run: Run) -> None:
+def add_model_routes(app: FastAPI, store: ModelStore, options: ServeSettings, metrics: Metrics, run: Run,
+                     line: LineIntegration) -> None:
     """Register the endpoints on ``app`` itself (not through an included router, so every route is a
     plain one whose template the metrics can name even for requests answered before routing)."""
 
@@ -35,11 +37,11 @@ def add_model_routes(app: FastAPI, store: ModelStore, options: ServeSettings, me
         uploads = await read_uploads(files, options)
         return await run(decode_uploads, uploads, options.max_pixels, skip_unreadable)
 
-    add_admin_routes(app, store, run, decoded)
-    add_predict_route(app, store, metrics, run, decoded)
+    add_admin_routes(app, store, run, decoded, line)
+    add_predict_route(app, store, metrics, run, decoded, line)
 
 
-def add_admin_routes(app: FastAPI, store: ModelStore, run: Run, decoded: Callable) -> None:
+def add_admin_routes(app: FastAPI, store: ModelStore, run: Run, decoded: Callable, line: LineIntegration) -> None:
     """List, read, create, grow and delete models."""
 
     @app.get("/models", tags=["models"], summary="List the models", responses=documented(ModelList))
@@ -81,10 +83,12 @@ def add_admin_routes(app: FastAPI, store: ModelStore, run: Run, decoded: Callabl
                 responses={404: {}, 422: {}})
     async def delete_model(name: str = PathParam(..., description=NAME_HELP)) -> Response:
         await run(store.delete, name)
+        await run(line.webhooks.remove_model, name)
         return Response(status_code=204)
 
 
-def add_predict_route(app: FastAPI, store: ModelStore, metrics: Metrics, run: Run, decoded: Callable) -> None:
+def add_predict_route(app: FastAPI, store: ModelStore, metrics: Metrics, run: Run, decoded: Callable,
+                      line: LineIntegration) -> None:
     """Score images: results in upload order, PNGs at each image's size."""
 
     @app.post("/models/{name}/predict", tags=["models"], summary="Score images",
@@ -110,6 +114,7 @@ def add_predict_route(app: FastAPI, store: ModelStore, metrics: Metrics, run: Ru
                                            image_threshold, pixel_threshold)
             metrics.add_images(len(predictions))
             body["results"] = await run(results_json, images, predictions, level, fields)
+            line.publish(name, body["results"])
         if skip_unreadable:
             body["errors"] = errors
         return body

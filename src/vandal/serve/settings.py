@@ -33,7 +33,11 @@ class ServeSettings:
     file; max_request_mb: per request body; max_files: files per request; max_pixels: per decoded
     image (decompression bombs); cache_size: detectors kept loaded (LRU); queue_size: heavy
     requests (fit, references, predict) admitted at once, beyond which the answer is 503;
-    allow_download: let a request's backbone (a Hugging Face id) be downloaded (default: cache only)."""
+    allow_download: let a request's backbone (a Hugging Face id) be downloaded (default: cache only);
+    mqtt: ``mqtt://host:port`` of a broker to publish inspections to; watch: ``(model name, folder)``
+    pairs of watched folders, polled every ``watch_interval`` seconds; webhook_attempts /
+    webhook_backoff / webhook_timeout: tries per delivery, the first wait between them (doubling)
+    and each POST's timeout, in seconds."""
 
     models: Path = field(default_factory=default_models_dir)
     device: str = "auto"
@@ -44,12 +48,22 @@ class ServeSettings:
     cache_size: int = 4
     queue_size: int = 16
     allow_download: bool = False
+    mqtt: str | None = None
+    watch: tuple[tuple[str, Path], ...] = ()
+    watch_interval: float = 1.0
+    webhook_attempts: int = 5
+    webhook_backoff: float = 1.0
+    webhook_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", Path(self.models).expanduser())
-        for name in ("max_upload_mb", "max_request_mb", "max_files", "cache_size", "queue_size"):
+        object.__setattr__(self, "watch", tuple((str(name), Path(folder).expanduser()) for name, folder in self.watch))
+        for name in ("max_upload_mb", "max_request_mb", "max_files", "cache_size", "queue_size", "watch_interval",
+                     "webhook_attempts", "webhook_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.webhook_backoff < 0:
+            raise ValueError(f"webhook_backoff must be >= 0, got {self.webhook_backoff!r}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive (or None: no limit), got {self.max_pixels!r}")
 
