@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,50 +15,12 @@ from vandal.serve.errors import ServiceError
 from vandal.serve.store import SERVICE_DIR
 from vandal.serve.webhooks import WebhookRegistry, check_url, public, sign
 
-from serve_helpers import free_port, parts, png_bytes, running_server, wait_for
+from serve_helpers import Receiver, free_port, parts, png_bytes, running_server, wait_for
 from synthetic import texture
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class Receiver:
-    """A webhook receiver: answers ``fail_first`` requests with 503, then 200; ``gate`` (when set)
-    holds every request until it is opened."""
-
-    def __init__(self, fail_first: int = 0, gate: threading.Event | None = None):
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.fail_first, self.gate = fail_first, gate
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if receiver.gate is not None:
-                    receiver.gate.wait(30)
-                receiver.requests.append((dict(self.headers), body))
-                status = 503 if len(receiver.requests) <= receiver.fail_first else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.gate is not None:
-            self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 FTP drop folder) are scored with model NAME as they arrive, each file once, across restarts.
 
 A thread polls the folder. A file is taken only once it is complete: its size and modification
-time unchanged over one poll interval and at least ``settle`` seconds old (a writer still copying
-it changes one of them), not empty, not hidden, and not named like a partial download (``.part``,
+time unchanged for at least ``settle`` seconds, over two polls or more (a writer still copying it
+changes one of them; the time is the server's own, so a camera's clock does not matter), not empty, not hidden, and not named like a partial download (``.part``,
 ``.tmp``, ``.crdownload``, ``.filepart``). What was taken is kept by a :class:`SeenFiles` (file name and
 SHA-256, so a file rewritten with new content under the same name is scored again); the service
 keeps it in its database, so a restart does not score a file twice. A file that cannot be decoded
@@ -68,7 +68,8 @@ class FolderWatcher:
         self.settle = interval if settle is None else settle
         self.scored = 0
         self.failed = 0
-        self._sizes: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) at the previous poll
+        self.polls = 0
+        self._sizes: dict[str, tuple[tuple[int, int], float]] = {}  # file -> ((size, mtime), since when)
         self._taken: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) when taken (or found seen)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,13 +91,14 @@ class FolderWatcher:
         while not self._stop.is_set():
             try:
                 self.poll()
+                self.polls += 1
             except Exception:  # a bug or a vanished folder: logged, and the next poll tries again
                 log.exception("watching %s for model %r failed", self.folder, self.model)
             self._stop.wait(self.interval)
 
     def ready(self, now: float | None = None) -> list[Path]:
-        """Files complete since the previous call: unchanged since then and ``settle`` seconds old."""
-        now = time.time() if now is None else now
+        """Files complete now: unchanged since an earlier call at least ``settle`` seconds ago."""
+        now = time.monotonic() if now is None else now
         sizes, ready = {}, []
         for path in sorted(self.folder.iterdir()):
             if not is_candidate(path):
@@ -108,10 +110,11 @@ class FolderWatcher:
             if not stat.st_mode & 0o100000:  # S_IFREG: a regular file (not a folder, fifo or device)
                 continue
             key = (stat.st_size, stat.st_mtime_ns)
-            sizes[path.name] = key
+            before, since = self._sizes.get(path.name, (None, now))
+            sizes[path.name] = (key, since if before == key else now)
             if self._taken.get(path.name) == key:
                 continue
-            if stat.st_size > 0 and self._sizes.get(path.name) == key and now - stat.st_mtime >= self.settle:
+            if stat.st_size > 0 and before == key and now - since >= self.settle:
                 ready.append(path)
         self._sizes = sizes
         self._taken = {name: key for name, key in self._taken.items() if name in sizes}  # forget removed files
@@ -128,7 +131,7 @@ class FolderWatcher:
             except OSError as error:
                 log.warning("watch %s: cannot read %s (%s); trying again", self.model, path.name, error)
                 continue
-            key = self._sizes[path.name]
+            key = self._sizes[path.name][0]
             sha256 = hashlib.sha256(data).hexdigest()
             if self.seen_files.seen(self.model, str(self.folder), path.name, sha256):
                 self._taken[path.name] = key
@@ -150,7 +153,7 @@ class FolderWatcher:
 
     def state(self) -> dict[str, object]:
         return {"model": self.model, "folder": str(self.folder), "scored": self.scored, "failed": self.failed,
-                "running": self._thread is not None and self._thread.is_alive()}
+                "polls": self.polls, "running": self._thread is not None and self._thread.is_alive()}
 
 
 class SeenLog:
