@@ -56,7 +56,7 @@ def record_json(row: Row | dict) -> dict[str, Any]:
             "height": data["height"], "pred_score": data["pred_score"], "pred_label": bool(data["pred_label"]),
             "verdict": data.get("verdict"), "image_threshold": data["image_threshold"],
             "pixel_threshold": data["pixel_threshold"], "key": data["key_name"], "source": data["source"],
-            "overlay": data["overlay_sha256"] is not None}
+            "overlay": data["overlay_sha256"] is not None, "overlay_sha256": data["overlay_sha256"]}
 
 
 def add_inspections(conn: Connection, items: Sequence[NewInspection], time: datetime | None = None
