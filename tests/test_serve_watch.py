@@ -9,7 +9,10 @@ import os
 import pytest
 
 from vandal.detector import Detector
-from vandal.serve.watch import FolderWatcher, Retry, SeenLog, is_candidate, parse_watch
+from vandal.serve.db import Database
+from vandal.serve.db.schema import watched_files
+from vandal.serve.db.watched import WatchedFiles
+from vandal.serve.watch import FolderWatcher, Retry, is_candidate, parse_watch
 
 from serve_helpers import Receiver, png_bytes, running_server, wait_for
 from synthetic import plant_defect, texture
@@ -33,6 +36,11 @@ class Calls:
         return self.outcome
 
 
+def seen_in(folder) -> WatchedFiles:
+    """What the watchers took, in a SQLite station database in ``folder`` (the service's default kind)."""
+    return WatchedFiles(Database(str(folder / "station.sqlite")))
+
+
 def write(path, data: bytes, mtime: float | None = None) -> None:
     path.write_bytes(data)
     if mtime is not None:
@@ -43,7 +51,7 @@ def test_a_file_is_taken_once_complete(tmp_path):
     folder = tmp_path / "drop"
     folder.mkdir()
     calls = Calls()
-    watcher = FolderWatcher("m", folder, calls, SeenLog(tmp_path / "seen.tsv"), interval=1, settle=5)
+    watcher = FolderWatcher("m", folder, calls, seen_in(tmp_path), interval=1, settle=5)
     part = folder / "a.png"
     write(part, b"x" * 100, mtime=1000)
     assert watcher.ready(now=1000) == [], "first sighting: not known to be stable yet"
@@ -62,7 +70,7 @@ def test_a_file_is_taken_once_complete(tmp_path):
 def test_each_file_once_and_again_when_rewritten(tmp_path):
     folder = tmp_path / "drop"
     folder.mkdir()
-    calls, seen = Calls(), SeenLog(tmp_path / "seen.tsv")
+    calls, seen = Calls(), seen_in(tmp_path)
     watcher = FolderWatcher("m", folder, calls, seen, interval=1, settle=0)
     write(folder / "a.png", b"first")
     write(folder / "b.png", b"other")
@@ -73,10 +81,10 @@ def test_each_file_once_and_again_when_rewritten(tmp_path):
     watcher.poll()
     assert watcher.poll() == 1 and calls.files[-1] == "a.png", "new content under the same name is scored"
 
-    again = FolderWatcher("m", folder, calls, SeenLog(tmp_path / "seen.tsv"), interval=1, settle=0)
+    again = FolderWatcher("m", folder, calls, seen_in(tmp_path), interval=1, settle=0)
     again.poll()
     assert again.poll() == 0 and len(calls.files) == 3, "a new watcher (a restart) reads what was taken"
-    other_model = FolderWatcher("n", folder, calls, SeenLog(tmp_path / "seen.tsv"), interval=1, settle=0)
+    other_model = FolderWatcher("n", folder, calls, seen_in(tmp_path), interval=1, settle=0)
     other_model.poll()
     assert other_model.poll() == 2, "what one model took is still new to another"
 
@@ -85,7 +93,7 @@ def test_a_missing_model_is_retried_and_unreadable_files_are_taken(tmp_path):
     folder = tmp_path / "drop"
     folder.mkdir()
     waiting = Calls("retry")
-    watcher = FolderWatcher("m", folder, waiting, SeenLog(tmp_path / "seen.tsv"), interval=1, settle=0)
+    watcher = FolderWatcher("m", folder, waiting, seen_in(tmp_path), interval=1, settle=0)
     write(folder / "a.png", b"data")
     watcher.poll()
     watcher.poll()
@@ -95,7 +103,9 @@ def test_a_missing_model_is_retried_and_unreadable_files_are_taken(tmp_path):
     watcher.poll()
     watcher.poll()
     assert watcher.failed == 1 and watcher.scored == 0
-    assert "unreadable" in (tmp_path / "seen.tsv").read_text()
+    with Database(str(tmp_path / "station.sqlite")).connect() as conn:
+        outcomes = conn.execute(watched_files.select()).mappings().all()
+    assert [(row["file"], row["outcome"]) for row in outcomes] == [("a.png", "unreadable: a.png is not an image")]
 
 
 def test_watch_option_and_names():
@@ -128,10 +138,13 @@ def test_the_server_scores_dropped_files_once_across_restarts(tmp_path):
         wait_for(lambda: state(url)["scored"] + state(url)["failed"] == 3, 60, "the three dropped files")
         assert state(url)["scored"] == 2 and state(url)["failed"] == 1
         wait_for(lambda: len(receiver.requests) == 2, what="two webhook deliveries")
+        listed = httpx.get(f"{url}/inspections?model=line", timeout=10).json()["inspections"]
     events = sorted((json.loads(body) for _, body in receiver.requests), key=lambda e: e["file"])
     assert [(e["file"], e["source"], e["model"]) for e in events] == [("bad.png", "watch", "line"),
                                                                       ("good.png", "watch", "line")]
     assert events[0]["pred_score"] > events[1]["pred_score"]
+    assert sorted(record["id"] for record in listed) == sorted(e["id"] for e in events), "recorded like any other"
+    assert {record["source"] for record in listed} == {"watch"}
 
     with server() as url:  # a restart: the three files are known, only the new one is scored
         polls = state(url)["polls"]
@@ -140,3 +153,5 @@ def test_the_server_scores_dropped_files_once_across_restarts(tmp_path):
         (drop / "later.png").write_bytes(png_bytes(texture(5, 64)))
         wait_for(lambda: state(url)["scored"] == 1, 60, "the file dropped after the restart")
         assert state(url)["running"] and state(url)["folder"] == str(drop.resolve())
+        files = [r["file"] for r in httpx.get(f"{url}/inspections?model=line", timeout=10).json()["inspections"]]
+    assert sorted(files) == ["bad.png", "good.png", "later.png"], "each file once, across the restart"

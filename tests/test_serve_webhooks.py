@@ -85,6 +85,7 @@ def test_deliveries_are_signed_and_retried_with_backoff(model_folder):
     event = json.loads(body)
     assert event["event"] == "inspection" and event["model"] == "line" and event["source"] == "api"
     assert event["file"] == "part5.png" and event["pred_score"] == result["pred_score"]
+    assert event["id"] == result["inspection_id"] and len(event["sha256"]) == 64 and event["version"] >= 1
     assert not any(key.endswith("_png") for key in event)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -64,7 +65,7 @@ def serve(models: Path | None, host: str, port: int, max_upload_mb: float, max_r
         raise click.UsageError(str(error)) from error
     except ServiceError as error:
         raise click.BadParameter(error.detail, param_hint="--watch") from error
-    options = {} if max_pixels is None else {"max_pixels": max_pixels}
+    options: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
     settings = ServeSettings(models=models or default_models_dir(), device=device, max_upload_mb=max_upload_mb,
                              max_request_mb=max_request_mb, max_files=max_files, cache_size=cache_size,
                              queue_size=queue_size, allow_download=allow_download, mqtt=mqtt, watch=watched,

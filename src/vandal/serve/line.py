@@ -2,55 +2,51 @@
 come from besides HTTP (watched folders).
 
 :class:`LineIntegration` owns the background parts and starts/stops them with the app. Every
-inspection, from a request or a watched folder, becomes one event
-``{"event": "inspection", "model", "source", "time", "file", "pred_score", "pred_label", ...}``
-(the result's fields without its PNGs), offered to each output without waiting for any of them.
+inspection the station records, from a request or a watched folder, becomes one event
+``{"event": "inspection", "id", "time", "model", "version", "file", "sha256", "pred_score",
+"pred_label", "source", ...}`` (the inspection's API object, as ``GET /inspections/{id}`` gives it),
+offered to each output without waiting for any of them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import Any
 
 from ..data.images import UnreadableImageError, decode_bytes
-from .encode import PNG_FIELDS, results_json
+from .db.keys import Identity
+from .db.watched import WatchedFiles
 from .errors import ServiceError
 from .mqtt import MqttPublisher
+from .scoring import score_and_record
 from .settings import ServeSettings
+from .station import Station
 from .store import SERVICE_DIR, ModelStore, check_name
-from .watch import FolderWatcher, Retry, SeenFiles, SeenLog
+from .uploads import Upload
+from .watch import FolderWatcher, Retry
 from .webhook_delivery import WebhookSender
 from .webhooks import WebhookRegistry
 
 log = logging.getLogger("vandal.serve")
 RETRIED = frozenset({404, 503})  # the model not there yet, or busy: a watched file waits for the next poll
-
-
-def inspection_event(model: str, result: dict[str, Any], source: str) -> dict[str, Any]:
-    """One result of ``/predict`` (or of a watched file) -> the event the outputs send."""
-    event: dict[str, Any] = {"event": "inspection", "model": model, "source": source,
-                             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
-    event.update((key, value) for key, value in result.items() if key not in PNG_FIELDS)
-    return event
+WATCHER = Identity("watch", "inspector")  # who the records of watched files name (their source is "watch")
 
 
 class LineIntegration:
     """Webhooks (always), MQTT (with ``settings.mqtt``) and watched folders (``settings.watch``)
-    around the models of ``store``; ``seen`` keeps what the watched folders took (default: a file
-    in the models folder's ``.vandal-serve``)."""
+    around the models of ``store``, hearing of each inspection ``station`` records."""
 
-    def __init__(self, settings: ServeSettings, store: ModelStore, seen: SeenFiles | None = None):
-        self.store = store
+    def __init__(self, settings: ServeSettings, store: ModelStore, station: Station):
+        self.store, self.station = store, station
         self.max_pixels = settings.max_pixels
         self.webhooks = WebhookRegistry(store.root / SERVICE_DIR)
         self.sender = WebhookSender(self.webhooks, attempts=settings.webhook_attempts,
                                     backoff=settings.webhook_backoff, timeout=settings.webhook_timeout)
         self.mqtt = MqttPublisher(settings.mqtt) if settings.mqtt else None
-        seen = seen if seen is not None else SeenLog(store.root / SERVICE_DIR / "watched.tsv")
+        seen = WatchedFiles(station.db)
         self.watchers = [FolderWatcher(check_name(name), folder, self.score_file, seen, settings.watch_interval)
                          for name, folder in settings.watch]
+        station.on_recorded.append(self.publish)
         self._started = False
 
     def start(self) -> None:
@@ -74,16 +70,15 @@ class LineIntegration:
         self.sender.stop()
         self._started = False
 
-    def publish(self, model: str, results: Iterable[dict[str, Any]], source: str = "api") -> None:
-        """Offer each result to the outputs (never blocks: each output queues or drops)."""
-        for result in results:
-            event = inspection_event(model, result, source)
-            try:
-                self.sender.offer(event)
-            except ServiceError as error:  # a damaged webhooks file: the prediction still stands
-                log.error("webhooks not delivered: %s", error.detail)
-            if self.mqtt is not None:
-                self.mqtt.offer(event)
+    def publish(self, record: dict[str, Any]) -> None:
+        """Offer a new inspection to the outputs (never blocks: each output queues or drops)."""
+        event = {"event": "inspection", **record}
+        try:
+            self.sender.offer(event)
+        except ServiceError as error:  # a damaged webhooks file: the inspection still stands
+            log.error("webhooks not delivered: %s", error.detail)
+        if self.mqtt is not None:
+            self.mqtt.offer(event)
 
     def score_file(self, model: str, file: str, data: bytes) -> str:
         """Score one watched file (the watcher's thread) -> its outcome; :class:`Retry` when it should wait."""
@@ -92,14 +87,13 @@ class LineIntegration:
         except UnreadableImageError as error:
             return f"unreadable: {error}"
         try:
-            predictions, level = self.store.predict(model, [image])
+            results = score_and_record(self.store, self.station, model, [(Upload(file, data), image)], (), None, None,
+                                       WATCHER, source="watch")
         except ServiceError as error:
             if error.status in RETRIED:
                 raise Retry(error.detail) from error
             return f"not scored: {error.detail}"
-        results = results_json([(file, image)], predictions, level, ())
-        self.publish(model, results, source="watch")
-        return f"inspection {results[0]['pred_score']:.4f}"
+        return f"inspection {results[0]['inspection_id']}"
 
     def state(self) -> dict[str, Any]:
         return {"webhook_deliveries_queued": self.sender.queued,

@@ -155,35 +155,3 @@ class FolderWatcher:
         return {"model": self.model, "folder": str(self.folder), "scored": self.scored, "failed": self.failed,
                 "polls": self.polls, "running": self._thread is not None and self._thread.is_alive()}
 
-
-class SeenLog:
-    """A :class:`SeenFiles` in an append-only text file (one tab-separated line per taken file)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._seen: set[tuple[str, str, str, str]] | None = None
-
-    def _load(self) -> set[tuple[str, str, str, str]]:
-        if self._seen is None:
-            self._seen = set()
-            if self.path.exists():
-                for line in self.path.read_text().splitlines():
-                    fields = line.split("\t")
-                    if len(fields) >= 4:  # a line cut short by a crash is ignored: that file is scored again
-                        self._seen.add((fields[0], fields[1], fields[2], fields[3]))
-        return self._seen
-
-    def seen(self, model: str, folder: str, file: str, sha256: str) -> bool:
-        with self._lock:
-            return (model, folder, file, sha256) in self._load()
-
-    def add(self, model: str, folder: str, file: str, sha256: str, outcome: str) -> None:
-        fields = [model, folder, file, sha256, outcome]
-        if any("\t" in f or "\n" in f for f in fields[:4]):
-            raise ValueError(f"watched file {file!r}: tabs and line breaks in names are not supported")
-        with self._lock:
-            self._load().add((model, folder, file, sha256))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as handle:
-                handle.write("\t".join(f.replace("\t", " ").replace("\n", " ") for f in fields) + "\n")
