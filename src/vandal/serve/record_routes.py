@@ -18,6 +18,7 @@ from .db import audit, records, stats, versions
 from .db.keys import Identity
 from .db.times import parse_time
 from .errors import ServiceError
+from .model_lock import model_lock
 from .schemas import (
     AuditList,
     InspectionList,
@@ -194,7 +195,7 @@ def add_model_history_routes(app: FastAPI, store: ModelStore, station: Station, 
 
     def rollback(name: str, version: int, who: Identity) -> dict:
         path = store.path(name)
-        with store.lock(name):
+        with store.lock(name), model_lock(station.db, station.settings.station_dir, name):
             made = station.versions.restore(name, path, version, who.name)
             store.cache.drop(name)
             summary = store.summary(name)

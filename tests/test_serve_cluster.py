@@ -1,0 +1,164 @@
+"""Two server processes sharing one PostgreSQL server (started by the test: initdb into a temporary
+folder, loopback port) and one models folder behave as one station: a prediction made on one is
+listed by the other, two concurrent reference additions from the two give two versions with none of
+the references lost, and a process holding an old version in its cache notices the new one."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from vandal.detector import Detector
+
+from serve_helpers import free_port, parts, png_bytes, required_program, wait_for
+from synthetic import texture
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+pytest.importorskip("psycopg")
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+# The server as `vandal serve --database URL` runs it: the same app factory, in its own process.
+LAUNCH = ("import sys, uvicorn; from vandal.serve import create_app; "
+          "uvicorn.run(create_app(models=sys.argv[1], database=sys.argv[2], device='cpu'), host='127.0.0.1', "
+          "port=int(sys.argv[3]), log_level='warning')")
+
+
+def postgres_program(name: str) -> str:
+    # Debian keeps the server's programs in /usr/lib/postgresql/<major>/bin, off the PATH.
+    return required_program(name, *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True))
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server in a temporary folder on a loopback port -> its URL (user vandal, trust)."""
+    initdb, pg_ctl = postgres_program("initdb"), postgres_program("pg_ctl")
+    folder = Path(tempfile.mkdtemp(prefix="vandal-pg-"))
+    # The server refuses to run as root: as root, the folder goes to the postgres user, who runs it.
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "vandal", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                   check=True, capture_output=True)
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    started = subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-o", options,
+                              "start"], capture_output=True, text=True)
+    assert started.returncode == 0, f"{started.stdout}{started.stderr}{(folder / 'log').read_text()}"
+    try:
+        yield f"postgresql://vandal@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Servers:
+    """``count`` server processes on one models folder and one database -> their base URLs."""
+
+    def __init__(self, models: Path, database: str, count: int = 2):
+        env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               "OMP_NUM_THREADS": "1"}
+        self.urls, self.processes = [], []
+        for _ in range(count):
+            port = free_port()
+            self.processes.append(subprocess.Popen([sys.executable, "-c", LAUNCH, str(models), database, str(port)],
+                                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+            self.urls.append(f"http://127.0.0.1:{port}")
+        for url, process in zip(self.urls, self.processes):
+            wait_for(lambda url=url, process=process: self._up(url, process), 120, f"the server at {url}")
+
+    @staticmethod
+    def _up(url: str, process: subprocess.Popen) -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited: {process.stdout.read().decode()[-3000:]}")
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(30)
+
+
+def predict(url: str, seed: int) -> dict:
+    answer = httpx.post(f"{url}/models/line/predict?include=", files=parts([(f"p{seed}.png",
+                                                                            png_bytes(texture(seed, 64)))]),
+                        timeout=120)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["results"][0]
+
+
+def test_two_processes_on_one_postgresql_are_one_station(postgres, tmp_path):
+    models = tmp_path / "models"
+    Detector(image_size=64, device="cpu", progress=False).fit([texture(0, 64), texture(1, 64)]).save(
+        str(models / "line"))
+    servers = Servers(models, postgres)
+    try:
+        first, second = servers.urls
+        made_on_second = predict(second, 5)
+        made_on_first = predict(first, 6)
+        for url in (first, second):
+            listed = httpx.get(f"{url}/inspections?model=line", timeout=10).json()["inspections"]
+            assert [r["id"] for r in listed] == [made_on_first["inspection_id"], made_on_second["inspection_id"]]
+        version = httpx.get(f"{second}/models/line", timeout=10).json()["version"]
+        assert httpx.get(f"{first}/models/line", timeout=10).json()["version"] == version
+
+        def add(job: tuple[str, int]) -> httpx.Response:
+            url, seed = job
+            return httpx.post(f"{url}/models/line/references", files=parts([(f"r{seed}.png",
+                                                                             png_bytes(texture(seed, 64)))]),
+                              timeout=300)
+
+        with ThreadPoolExecutor(2) as pool:  # both processes have the model cached at `version`
+            answers = list(pool.map(add, [(first, 20), (second, 21)]))
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        versions = httpx.get(f"{first}/models/line/versions", timeout=10).json()["versions"]
+        added = [v for v in versions if v["version"] > version]
+        assert sorted(v["action"] for v in added) == ["references", "references"]
+        assert sorted(v["references"] for v in added) == [3, 4], "the second change started from the first"
+        for url in (first, second):  # each process serves the newest version, whichever made it
+            summary = httpx.get(f"{url}/models/line", timeout=10).json()
+            assert summary["references"] == 4 and summary["version"] == max(v["version"] for v in added)
+            assert predict(url, 7)["inspection_id"] > made_on_first["inspection_id"]
+        records = httpx.get(f"{second}/inspections?model=line&limit=2", timeout=10).json()["inspections"]
+        assert {r["version"] for r in records} == {summary["version"]}, "both scored with the new version"
+    finally:
+        servers.close()
+
+
+def test_the_model_lock_on_sqlite_orders_writers(tmp_path):
+    import threading
+
+    from vandal.serve.db import Database
+    from vandal.serve.model_lock import lock_key, model_lock
+
+    db = Database(str(tmp_path / "station.sqlite"))
+    order, inside = [], threading.Event()
+
+    def second() -> None:
+        with model_lock(db, tmp_path, "line"):
+            order.append("second")
+
+    with model_lock(db, tmp_path, "line"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        with model_lock(db, tmp_path, "other"):  # another model's lock is free
+            inside.set()
+        thread.join(0.3)
+        assert thread.is_alive() and order == [], "the second writer waits"
+        order.append("first")
+    thread.join(10)
+    assert order == ["first", "second"] and inside.is_set()
+    assert lock_key("line") == lock_key("line") != lock_key("other") and -(2 ** 63) <= lock_key("line") < 2 ** 63
+    db.dispose()
