@@ -77,6 +77,20 @@ def save_pngs(folder: Path, images: dict[str, np.ndarray]) -> list[Path]:
     return paths
 
 
+def score_texture(url: str, seed: int, prefix: str = "p", threshold: float | None = None) -> dict:
+    """POST one synthetic texture (``{prefix}{seed}.png``, 64 px) to model ``line`` at ``url``, no PNGs
+    back -> its result (asserting a 200)."""
+    import httpx
+
+    from synthetic import texture
+
+    query = "?include=" + ("" if threshold is None else f"&image_threshold={threshold}")
+    answer = httpx.post(f"{url}/models/line/predict{query}",
+                        files=parts([(f"{prefix}{seed}.png", png_bytes(texture(seed, 64)))]), timeout=120)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["results"][0]
+
+
 def required_program(name: str, *candidates: str) -> str:
     """The path of an external program the test runs (a broker, a database server): skipped when it is
     missing, except in CI (``CI=true``), where a missing program fails the test instead."""

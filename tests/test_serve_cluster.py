@@ -18,7 +18,7 @@ import pytest
 
 from vandal.detector import Detector
 
-from serve_helpers import free_port, parts, png_bytes, required_program, wait_for
+from serve_helpers import free_port, parts, png_bytes, required_program, score_texture, wait_for
 from synthetic import texture
 
 httpx = pytest.importorskip("httpx")
@@ -91,14 +91,6 @@ class Servers:
             process.wait(30)
 
 
-def predict(url: str, seed: int) -> dict:
-    answer = httpx.post(f"{url}/models/line/predict?include=", files=parts([(f"p{seed}.png",
-                                                                            png_bytes(texture(seed, 64)))]),
-                        timeout=120)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["results"][0]
-
-
 def test_two_processes_on_one_postgresql_are_one_station(postgres, tmp_path):
     models = tmp_path / "models"
     Detector(image_size=64, device="cpu", progress=False).fit([texture(0, 64), texture(1, 64)]).save(
@@ -106,8 +98,8 @@ def test_two_processes_on_one_postgresql_are_one_station(postgres, tmp_path):
     servers = Servers(models, postgres)
     try:
         first, second = servers.urls
-        made_on_second = predict(second, 5)
-        made_on_first = predict(first, 6)
+        made_on_second = score_texture(second, 5)
+        made_on_first = score_texture(first, 6)
         for url in (first, second):
             listed = httpx.get(f"{url}/inspections?model=line", timeout=10).json()["inspections"]
             assert [r["id"] for r in listed] == [made_on_first["inspection_id"], made_on_second["inspection_id"]]
@@ -130,7 +122,7 @@ def test_two_processes_on_one_postgresql_are_one_station(postgres, tmp_path):
         for url in (first, second):  # each process serves the newest version, whichever made it
             summary = httpx.get(f"{url}/models/line", timeout=10).json()
             assert summary["references"] == 4 and summary["version"] == max(v["version"] for v in added)
-            assert predict(url, 7)["inspection_id"] > made_on_first["inspection_id"]
+            assert score_texture(url, 7)["inspection_id"] > made_on_first["inspection_id"]
         records = httpx.get(f"{second}/inspections?model=line&limit=2", timeout=10).json()["inspections"]
         assert {r["version"] for r in records} == {summary["version"]}, "both scored with the new version"
     finally:

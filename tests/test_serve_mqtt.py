@@ -15,7 +15,7 @@ import pytest
 from vandal.detector import Detector
 from vandal.serve.mqtt import parse_mqtt_url, topic_of
 
-from serve_helpers import free_port, parts, png_bytes, required_program, running_server, wait_for
+from serve_helpers import free_port, required_program, running_server, score_texture, wait_for
 from synthetic import texture
 
 httpx = pytest.importorskip("httpx")
@@ -95,14 +95,6 @@ def model_folder(tmp_path_factory):
     return folder
 
 
-def predict(url: str, seed: int) -> dict:
-    answer = httpx.post(f"{url}/models/line/predict?include=", files=parts([(f"p{seed}.png",
-                                                                            png_bytes(texture(seed, 64)))]),
-                        timeout=120)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["results"][0]
-
-
 def test_inspections_are_published_and_survive_a_broker_restart(broker, model_folder):
     from vandal.serve import create_app
 
@@ -111,7 +103,7 @@ def test_inspections_are_published_and_survive_a_broker_restart(broker, model_fo
     try:
         with running_server(app) as url:
             wait_for(lambda: httpx.get(f"{url}/line", timeout=10).json()["mqtt"]["connected"], what="MQTT connection")
-            results = [predict(url, seed) for seed in (1, 2)]
+            results = [score_texture(url, seed) for seed in (1, 2)]
             wait_for(lambda: len(subscriber.messages) == 2, what="two messages")
             assert [topic for topic, _ in subscriber.messages] == [topic_of("line")] * 2
             assert [m["file"] for _, m in subscriber.messages] == ["p1.png", "p2.png"]
@@ -121,12 +113,12 @@ def test_inspections_are_published_and_survive_a_broker_restart(broker, model_fo
             broker.stop()
             wait_for(lambda: not httpx.get(f"{url}/line", timeout=10).json()["mqtt"]["connected"],
                      what="the publisher to notice the broker is gone")
-            offline = predict(url, 3)  # answered without a broker: the message waits in the queue
+            offline = score_texture(url, 3)  # answered without a broker: the message waits in the queue
             broker.start()
             assert subscriber.subscribed.wait(20), "the subscriber did not come back"
             wait_for(lambda: httpx.get(f"{url}/line", timeout=10).json()["mqtt"]["connected"], 40,
                      "the publisher to reconnect")
-            predict(url, 4)
+            score_texture(url, 4)
             wait_for(lambda: {"p3.png", "p4.png"} <= {m["file"] for _, m in subscriber.messages}, what="both later")
             state = httpx.get(f"{url}/line", timeout=10).json()["mqtt"]
         late = {m["file"]: m for _, m in subscriber.messages}

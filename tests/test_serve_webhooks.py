@@ -15,7 +15,7 @@ from vandal.serve.errors import ServiceError
 from vandal.serve.store import SERVICE_DIR
 from vandal.serve.webhooks import WebhookRegistry, check_url, public, sign
 
-from serve_helpers import Receiver, free_port, parts, png_bytes, running_server, wait_for
+from serve_helpers import Receiver, free_port, running_server, score_texture, wait_for
 from synthetic import texture
 
 httpx = pytest.importorskip("httpx")
@@ -45,12 +45,7 @@ def serve(folder, **options):
 
 
 def predict(url: str, seed: int = 5, threshold: float | None = None) -> dict:
-    query = "?include=" + ("" if threshold is None else f"&image_threshold={threshold}")
-    answer = httpx.post(f"{url}/models/line/predict{query}", files=parts([(f"part{seed}.png",
-                                                                           png_bytes(texture(seed, 64)))]),
-                        timeout=120)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["results"][0]
+    return score_texture(url, seed, "part", threshold)
 
 
 def hooks(url: str) -> list[dict]:
