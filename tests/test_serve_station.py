@@ -80,6 +80,23 @@ def test_roles_read_predict_and_change(station):
     assert client.get("/health").status_code == 200 and client.get("/").status_code == 200, "no key for these"
 
 
+def test_admins_manage_keys_over_http(station):
+    client, admin = station.client, station.keys["admin"]
+    made = client.post("/keys", json={"name": "camera-2", "role": "inspector"}, headers=admin)
+    assert made.status_code == 201 and made.json()["role"] == "inspector"
+    headers = {"Authorization": f"Bearer {made.json()['key']}"}
+    assert client.get("/me", headers=headers).json()["name"] == "camera-2"
+    listed = client.get("/keys", headers=admin).json()["keys"]
+    assert "camera-2" in [k["name"] for k in listed] and all("key" not in k for k in listed)
+    assert client.post("/keys", json={"name": "camera-2", "role": "admin"}, headers=admin).status_code == 409
+    assert client.get("/keys", headers=station.keys["inspector"]).status_code == 403
+    assert client.delete("/keys/camera-2", headers=admin).status_code == 204
+    assert client.get("/me", headers=headers).status_code == 401
+    assert client.delete("/keys/camera-2", headers=admin).status_code == 404
+    actions = [(e["action"], e["target"]) for e in client.get("/audit", headers=admin).json()["audit"]]
+    assert ("key.add", "camera-2") in actions and ("key.revoke", "camera-2") in actions
+
+
 def test_a_revoked_key_is_refused_at_once(station):
     from vandal.serve.db import keys
 
