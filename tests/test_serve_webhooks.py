@@ -151,3 +151,32 @@ def test_signature_and_url_rules():
     for bad in ("", "http://", "http://h:99999/", "file:///etc/passwd", "http://h/a b", None):
         with pytest.raises(ServiceError):
             check_url(bad)
+
+
+def test_webhooks_are_for_admins_and_audited(fitted_folder, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from vandal.serve import create_app
+    from vandal.serve.db import keys
+
+    shutil.copytree(fitted_folder / "line", tmp_path / "line")  # keys of its own: the other tests stay open
+    app = create_app(models=tmp_path, device="cpu")
+    client = TestClient(app, base_url="http://127.0.0.1")
+    with app.state.station.db.begin() as conn:
+        headers = {role: {"Authorization": f"Bearer {keys.add_key(conn, f'{role}-hooks', role)[1]}"}
+                   for role in keys.ROLES}
+    body = {"url": "http://127.0.0.1:9/hook"}
+    assert client.post("/models/line/webhooks", json=body).status_code == 401
+    for role in ("viewer", "inspector"):
+        assert client.post("/models/line/webhooks", json=body, headers=headers[role]).status_code == 403
+        assert client.get("/models/line/webhooks", headers=headers[role]).status_code == 403
+    assert client.get("/line").status_code == 401 and client.get("/line", headers=headers["viewer"]).status_code == 200
+    made = client.post("/models/line/webhooks", json=body, headers=headers["admin"])
+    assert made.status_code == 201, made.text
+    gone = client.delete(f"/models/line/webhooks/{made.json()['id']}", headers=headers["admin"])
+    assert gone.status_code == 204
+    audit = client.get("/audit", headers=headers["admin"]).json()["audit"]
+    assert {(e["action"], e["target"], e["actor"]) for e in audit} >= {("webhook.add", "line", "admin-hooks"),
+                                                                       ("webhook.delete", "line", "admin-hooks")}

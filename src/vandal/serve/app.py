@@ -20,6 +20,7 @@ from .. import __version__
 from .errors import install_handlers
 from .gate import BodyGateMiddleware, GateCounts
 from .guards import GuardMiddleware
+from .key_routes import add_key_routes
 from .limits import BodyLimitMiddleware
 from .line import LineIntegration
 from .line_routes import add_line_routes
@@ -92,6 +93,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
     install_handlers(app)
     add_model_routes(app, store, settings, metrics, run, station)
     add_record_routes(app, store, station, run)
+    add_key_routes(app, station, run)
     add_line_routes(app, store, line, run)
 
     metrics.gauge("vandal_queue_active", "Heavy requests (fit, references, predict) in progress.",
