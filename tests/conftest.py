@@ -36,3 +36,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on a loopback port -> its URL. In CI (``CI=true``) the tests that
+    need it must run: they fail there, and skip on a machine without the server."""
+    import os
+
+    from pg_server import Unavailable, temporary_postgres
+
+    try:
+        server = temporary_postgres()
+        url = server.__enter__()
+    except Unavailable as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL test server: {error}")
+        pytest.skip(f"PostgreSQL test server: {error}")
+    yield url
+    server.__exit__(None, None, None)

@@ -5,12 +5,9 @@ the references lost, and a process holding an old version in its cache notices t
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,50 +15,17 @@ import pytest
 
 from vandal.detector import Detector
 
-from serve_helpers import free_port, parts, png_bytes, required_program, score_texture, wait_for
+from serve_helpers import free_port, parts, png_bytes, score_texture, wait_for
 from synthetic import texture
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 pytest.importorskip("psycopg")
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-# The server as `vandal serve --database URL` runs it: the same app factory, in its own process.
-LAUNCH = ("import sys, uvicorn; from vandal.serve import create_app; "
-          "uvicorn.run(create_app(models=sys.argv[1], database=sys.argv[2], device='cpu'), host='127.0.0.1', "
-          "port=int(sys.argv[3]), log_level='warning')")
-
-
-def postgres_program(name: str) -> str:
-    # Debian keeps the server's programs in /usr/lib/postgresql/<major>/bin, off the PATH.
-    return required_program(name, *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True))
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A PostgreSQL server in a temporary folder on a loopback port -> its URL (user vandal, trust)."""
-    initdb, pg_ctl = postgres_program("initdb"), postgres_program("pg_ctl")
-    folder = Path(tempfile.mkdtemp(prefix="vandal-pg-"))
-    # The server refuses to run as root: as root, the folder goes to the postgres user, who runs it.
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", free_port()
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "vandal", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True)
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    started = subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-o", options,
-                              "start"], capture_output=True, text=True)
-    assert started.returncode == 0, f"{started.stdout}{started.stderr}{(folder / 'log').read_text()}"
-    try:
-        yield f"postgresql://vandal@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Servers:
-    """``count`` server processes on one models folder and one database -> their base URLs."""
+    """``count`` processes of ``vandal serve --database URL`` on one models folder -> their base URLs."""
 
     def __init__(self, models: Path, database: str, count: int = 2):
         env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -69,8 +33,9 @@ class Servers:
         self.urls, self.processes = [], []
         for _ in range(count):
             port = free_port()
-            self.processes.append(subprocess.Popen([sys.executable, "-c", LAUNCH, str(models), database, str(port)],
-                                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+            command = [sys.executable, "-m", "vandal.cli.main", "serve", "--models", str(models), "--database",
+                       database, "--port", str(port), "--device", "cpu", "--log-level", "warning"]
+            self.processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
             self.urls.append(f"http://127.0.0.1:{port}")
         for url, process in zip(self.urls, self.processes):
             wait_for(lambda url=url, process=process: self._up(url, process), 120, f"the server at {url}")

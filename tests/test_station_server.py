@@ -3,19 +3,14 @@ real PostgreSQL server (started by the test) holds the records as SQLite does.""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from vandal.detector import Detector
 
-from serve_helpers import free_port, parts, png_bytes, running_server
+from serve_helpers import parts, png_bytes, running_server
 from synthetic import texture
 
 httpx = pytest.importorskip("httpx")
@@ -57,58 +52,6 @@ def test_slow_uploads_time_out_without_starving_other_clients(tmp_path):
 
 
 # ---------------------------------------------------------------------------- PostgreSQL
-
-
-def postgres_tools() -> tuple[str, str] | None:
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-            if (folder / "initdb").exists():
-                return str(folder / "initdb"), str(folder / "pg_ctl")
-        return None
-    return initdb, pg_ctl
-
-
-def unavailable(reason: str) -> None:
-    """In CI the PostgreSQL test must run: fail there, skip on a machine without the server."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"PostgreSQL test server: {reason}")
-    pytest.skip(f"PostgreSQL test server: {reason}")
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL server on a loopback port, run as the ``postgres`` user when we are root."""
-    tools = postgres_tools()
-    if tools is None:
-        unavailable("initdb/pg_ctl not found (Debian: apt-get install postgresql)")
-    initdb, pg_ctl = tools
-    # Not under pytest's temporary folder: that one is private to us, and the server runs as another user.
-    folder = Path(tempfile.mkdtemp(prefix="vandal-pg-"))
-    data = folder / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        if shutil.which("runuser") is None:
-            unavailable("running as root without runuser")
-        shutil.chown(folder, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    try:
-        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "vandal", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True, timeout=120)
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o",
-                        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
-                       check=True, capture_output=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", b"") or b""
-        shutil.rmtree(folder, ignore_errors=True)
-        unavailable(f"could not start ({error}; {detail.decode(errors='replace')[-500:]})")
-    try:
-        yield f"postgresql://vandal@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True,
-                       timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_postgresql_holds_records_keys_and_versions(postgres, tmp_path):
