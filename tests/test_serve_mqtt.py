@@ -110,6 +110,7 @@ def test_inspections_are_published_and_survive_a_broker_restart(broker, model_fo
             assert [m["pred_score"] for _, m in subscriber.messages] == [r["pred_score"] for r in results]
             assert all(m["model"] == "line" and m["event"] == "inspection" for _, m in subscriber.messages)
 
+            assert "vandal_mqtt_connected 1" in httpx.get(f"{url}/metrics", timeout=10).text
             broker.stop()
             wait_for(lambda: not httpx.get(f"{url}/line", timeout=10).json()["mqtt"]["connected"],
                      what="the publisher to notice the broker is gone")

@@ -126,6 +126,7 @@ def test_webhook_requests_are_checked(model_folder):
         assert gone.status_code == 404 and "GET /models/line/webhooks" in gone.json()["detail"]
         assert httpx.get(f"{url}/line", timeout=10).json() == {"webhook_deliveries_queued": 0, "mqtt": None,
                                                                "watch": []}
+        assert "vandal_webhook_deliveries_queued 0" in httpx.get(f"{url}/metrics", timeout=10).text
 
 
 def test_the_registry_persists_and_is_shared(tmp_path):
@@ -177,6 +178,9 @@ def test_webhooks_are_for_admins_and_audited(fitted_folder, tmp_path):
     assert made.status_code == 201, made.text
     gone = client.delete(f"/models/line/webhooks/{made.json()['id']}", headers=headers["admin"])
     assert gone.status_code == 204
+    client.post("/models/line/webhooks", json=body, headers=headers["admin"]).raise_for_status()
+    assert client.delete("/models/line", headers=headers["admin"]).status_code == 204
+    assert app.state.line.webhooks.of("line") == [], "a deleted model's webhooks go with it"
     audit = client.get("/audit", headers=headers["admin"]).json()["audit"]
     assert {(e["action"], e["target"], e["actor"]) for e in audit} >= {("webhook.add", "line", "admin-hooks"),
                                                                        ("webhook.delete", "line", "admin-hooks")}

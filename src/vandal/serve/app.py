@@ -105,6 +105,11 @@ def build_app(settings: ServeSettings) -> FastAPI:
     metrics.gauge("vandal_uploads_timed_out_total", "Request bodies answered 408 (slower than --body-timeout).",
                   lambda: gate.timed_out, kind="counter")
     metrics.gauge("vandal_models_cached", "Detectors loaded in memory (LRU, --cache-size).", lambda: len(store.cache))
+    metrics.gauge("vandal_webhook_deliveries_queued", "Webhook deliveries waiting to be sent or retried.",
+                  lambda: line.sender.queued)
+    if line.mqtt is not None:
+        metrics.gauge("vandal_mqtt_connected", "1 while connected to the --mqtt broker.",
+                      lambda: int(line.mqtt.connected.is_set()) if line.mqtt is not None else 0)
 
     @app.get("/health", tags=["service"], summary="Liveness", responses=documented(Health))
     async def health() -> dict:

@@ -131,6 +131,7 @@ def add_admin_routes(app: FastAPI, store: ModelStore, options: ServeSettings, ru
     async def delete_model(name: str = PathParam(..., description=NAME_HELP), who: Identity = ADMIN) -> Response:
         await run(store.delete, name)
         await run(station.audit, who, "model.delete", name, None)
+        await run(app.state.line.webhooks.remove_model, name)  # a later model of that name starts without hooks
         return Response(status_code=204)
 
 
