@@ -141,4 +141,21 @@ def test_postgresql_holds_records_keys_and_versions(postgres, tmp_path):
     assert stats["total"]["scored"] == 1 and stats["total"]["reviewed"] == 1
     assert [e["action"] for e in second.get("/audit", headers=headers).json()["audit"]][:2] == [
         "inspection.review", "model.create"]
+    import threading
+
+    from vandal.serve.locking import model_lock
+
+    other, entered = Database(postgres), threading.Event()
+
+    def wait_for_the_lock() -> None:
+        with model_lock(other, tmp_path, "m"):
+            entered.set()
+
+    with model_lock(db, tmp_path, "m"):  # an advisory lock: another connection (process, machine) waits
+        waiter = threading.Thread(target=wait_for_the_lock)
+        waiter.start()
+        assert not entered.wait(0.3)
+    assert entered.wait(10)
+    waiter.join(10)
+    other.dispose()
     db.dispose()

@@ -194,7 +194,7 @@ def add_model_history_routes(app: FastAPI, store: ModelStore, station: Station, 
 
     def rollback(name: str, version: int, who: Identity) -> dict:
         path = store.path(name)
-        with store.lock(name):
+        with store.lock(name), station.model_lock(name):
             made = station.versions.restore(name, path, version, who.name)
             store.cache.drop(name)
             summary = store.summary(name)
