@@ -202,3 +202,14 @@ def test_the_model_lock_excludes_other_holders(db, tmp_path):
     assert order == ["first", "second"]
     with model_lock(db, tmp_path / "locks", "other"):
         pass  # other models are not held up
+
+
+def test_the_migrations_build_exactly_the_schema(db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from vandal.serve.db.schema import metadata
+
+    with db.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert differences == [], "schema.py and the migrations differ: add a migration"
