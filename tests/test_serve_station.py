@@ -194,6 +194,9 @@ def test_listing_filters_cursor_and_csv(station):
     table = client.get("/inspections.csv", params={"model": "victim"}, headers=viewer)
     rows = list(csv.DictReader(io.StringIO(table.text)))
     assert [int(r["id"]) for r in rows] == seen and rows[0]["model"] == "victim"
+    predict(station, {"=HYPERLINK(1).png": station.normal}, query="?include=")
+    table = client.get("/inspections.csv", params={"model": "victim"}, headers=viewer).text
+    assert "'=HYPERLINK(1).png" in table, "file names are never formulas in a spreadsheet"
 
 
 def test_records_survive_a_restart(station):

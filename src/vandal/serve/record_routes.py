@@ -41,6 +41,13 @@ STATS_SPAN = {"hour": timedelta(hours=48), "day": timedelta(days=30)}  # the def
 TIME_HELP = "ISO 8601 time (UTC unless an offset is given), e.g. 2026-12-03T09:00:00Z."
 
 
+def spreadsheet_safe(value: Any) -> Any:
+    """A client's text (a file name) that a spreadsheet would run as a formula gets a leading quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def time_or_none(text: str | None, what: str) -> datetime | None:
     try:
         return None if text in (None, "") else parse_time(text, f"query parameter {what!r}")
@@ -99,7 +106,7 @@ def add_record_routes(app: FastAPI, store: ModelStore, station: Station, run: Ru
                 found, cursor = records.list_inspections(conn, **filters.as_dict(), cursor=cursor,
                                                          limit=records.MAX_PAGE)
             for row in found:
-                writer.writerow(row)
+                writer.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
