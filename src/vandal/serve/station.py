@@ -46,7 +46,7 @@ class Station:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.images = ImageStore(settings.station_dir / "images", settings.keep_images)
-        self.versions = ModelVersions(self.db, settings.station_dir / "versions")
+        self.versions = ModelVersions(self.db, settings.station_dir / "versions", self.model_lock)
         self.auth = Auth(self.db, settings.auth)
         self.on_recorded: list[Recorded] = []
         self.images.prune()
