@@ -213,3 +213,21 @@ def test_the_migrations_build_exactly_the_schema(db):
     with db.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     assert differences == [], "schema.py and the migrations differ: add a migration"
+
+
+def test_concurrent_writers_get_distinct_versions_and_every_record(db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(worker: int) -> list[int]:
+        numbers = []
+        for i in range(5):
+            with db.begin() as conn:
+                numbers.append(versions.add_version(conn, "busy", "references")["version"])
+                records.add_inspections(conn, [inspection(file=f"{worker}-{i}.png")])
+        return numbers
+
+    with ThreadPoolExecutor(6) as pool:
+        numbers = [n for found in pool.map(write, range(6)) for n in found]
+    assert sorted(numbers) == list(range(1, 31))
+    with db.connect() as conn:
+        assert records.count_inspections(conn) == 30
