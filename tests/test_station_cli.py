@@ -44,6 +44,8 @@ def test_keys_take_a_database_url(tmp_path):
     url = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
     assert run("keys", "add", "a", "--role", "viewer", "--database", url).exit_code == 0
     assert "a\tviewer" in run("keys", "list", "--database", url).output
+    from_env = CliRunner().invoke(app, ["keys", "list"], env={"VANDAL_DATABASE": url}, catch_exceptions=False)
+    assert "a\tviewer" in from_env.output
     bad = run("keys", "list", "--database", "nonsense://x")
     assert bad.exit_code != 0 and "--database" in bad.output
 
