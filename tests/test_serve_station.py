@@ -338,3 +338,21 @@ def test_the_api_docs_name_every_station_route_and_the_key(station):
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     references = spec["paths"]["/models/{name}/references"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(references)
+
+
+def test_a_database_that_goes_away_is_a_503_not_a_crash(tmp_path):
+    from fastapi.testclient import TestClient
+    from sqlalchemy.exc import OperationalError
+
+    from vandal.serve import create_app
+
+    app = create_app(models=tmp_path, device="cpu")
+    client = TestClient(app, base_url=BASE)
+
+    def unreachable() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    app.state.station.db.connect = unreachable  # as a PostgreSQL server restarting would answer
+    answer = client.get("/inspections")
+    assert answer.status_code == 503 and "database is unavailable" in answer.json()["detail"]
+    assert answer.headers["Retry-After"] == "5"
