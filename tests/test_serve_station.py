@@ -235,6 +235,7 @@ def test_reviews_supersede_and_stats_show_them(station):
     assert total["scored"] >= 2 and total["flagged"] >= 1 and total["reviewed"] >= 1
     assert total["false_alarm_rate"] is not None and 0 < total["false_alarm_rate"] <= 1
     assert total["score_quantiles"]["p50"] is not None
+    assert sum(stats["histogram"]["counts"]) == total["scored"]
     assert client.get("/models/victim/stats?bucket=week", headers=keys["viewer"]).status_code == 422
 
 

@@ -155,6 +155,10 @@ def test_stats_count_rates_and_quantiles(db):
     assert day["scored"] == 4 and day["score_quantiles"]["p50"] == pytest.approx(0.45)
     with pytest.raises(ValueError, match="bucket"):
         stats.bucketed(rows, "week")
+    spread = stats.histogram(rows)
+    assert len(spread["edges"]) == 21 and spread["edges"][0] == 0 and spread["edges"][-1] == 1.0
+    assert sum(spread["counts"]) == 4 and spread["counts"][18] == 1  # 0.9 in [0.9, 0.95)
+    assert stats.histogram([]) == {"edges": [round(i / 20, 6) for i in range(21)], "counts": [0] * 20}
 
 
 def test_times_parse_offsets_to_utc():

@@ -175,7 +175,8 @@ def add_model_history_routes(app: FastAPI, store: ModelStore, station: Station, 
     def model_stats(name: str, bucket: str, since: datetime | None, until: datetime | None) -> dict:
         with db.connect() as conn:
             rows = records.score_rows(conn, name, since, until)
-        return {"model": name, "bucket": bucket, "total": stats.summarise(rows), "buckets": stats.bucketed(rows, bucket)}
+        return {"model": name, "bucket": bucket, "total": stats.summarise(rows), "histogram": stats.histogram(rows),
+                "buckets": stats.bucketed(rows, bucket)}
 
     @app.get("/models/{name}/stats", tags=["models"], summary="Inspections per hour or day: counts, review rates, "
                                                             "score quantiles", responses=documented(StatsAnswer, 401, 403, 422))
