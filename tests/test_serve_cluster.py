@@ -98,7 +98,7 @@ def test_the_model_lock_on_sqlite_orders_writers(tmp_path):
     import threading
 
     from vandal.serve.db import Database
-    from vandal.serve.model_lock import lock_key, model_lock
+    from vandal.serve.locking import lock_key, model_lock
 
     db = Database(str(tmp_path / "station.sqlite"))
     order, inside = [], threading.Event()

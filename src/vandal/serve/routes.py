@@ -21,7 +21,6 @@ from .encode import PNG_FIELDS, parse_include
 from .errors import ServiceError
 from .fit_options import fit_config
 from .metrics import Metrics
-from .model_lock import model_lock
 from .references import references_from_inspections
 from .schemas import ModelList, ModelSummary, PredictAnswer, documented
 from .scoring import score_and_record
@@ -59,8 +58,8 @@ def versioned(store: ModelStore, station: Station, summary: dict) -> dict:
 def changed(store: ModelStore, station: Station, name: str, action: str, who: Identity, change: Callable,
             *args: Any) -> dict:
     """Run ``change`` (a store write) and freeze its result as the model's next version, under the model's
-    lock in this process and then across the station's processes (so the change starts from the newest version)."""
-    with store.lock(name), model_lock(station.db, station.settings.station_dir, name):
+    locks (this process's, then every process's: the store reloads a bundle another process changed)."""
+    with store.lock(name), station.model_lock(name):
         change(name, *args)
         station.versions.commit(name, store.path(name), action, who.name)
         return versioned(store, station, store.summary(name))

@@ -128,10 +128,16 @@ class Bucket(BaseModel):
     score_quantiles: dict[str, float | None]
 
 
+class Histogram(BaseModel):
+    edges: list[float] = Field(description="Bin edges of pred_score: 0 to max(1, the 99th percentile).")
+    counts: list[int] = Field(description="Inspections per bin (higher scores counted in the last).")
+
+
 class StatsAnswer(BaseModel):
     model: str
     bucket: Literal["hour", "day"]
     total: Bucket
+    histogram: Histogram
     buckets: list[Bucket] = Field(description="Oldest first, each with its `start` (UTC).")
 
 

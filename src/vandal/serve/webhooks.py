@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ServiceError
-from .model_lock import file_lock
 
 FILE_NAME = "webhooks.json"
 MAX_HOOKS_PER_MODEL = 32
@@ -52,6 +51,23 @@ def check_url(url: Any) -> str:
     if any(c.isspace() for c in url):
         raise ServiceError(422, "field 'url': contains white space")
     return url
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (``flock`` on ``path``; a no-op where fcntl is missing:
+    Windows, where one process per models folder is assumed)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class WebhookRegistry:
