@@ -3,12 +3,13 @@ FTP drop folder) are scored with model NAME as they arrive, each file once, acro
 
 A thread polls the folder. A file is taken only once it is complete: its size and modification
 time unchanged for at least ``settle`` seconds, over two polls or more (a writer still copying it
-changes one of them; the time is the server's own, so a camera's clock does not matter), not empty, not hidden, and not named like a partial download (``.part``,
-``.tmp``, ``.crdownload``, ``.filepart``). What was taken is kept by a :class:`SeenFiles` (file name and
-SHA-256, so a file rewritten with new content under the same name is scored again); the service
-keeps it in its database, so a restart does not score a file twice. A file that cannot be decoded
-is taken too (logged, and reported like any inspection error); a scoring failure that may pass
-(the model missing, the service busy) is retried at the next poll.
+changes one of them; the time is the server's own, so a camera's clock does not matter), not
+empty, not hidden, and not named like a partial download (``.part``, ``.tmp``, ``.crdownload``,
+``.filepart``). What was taken is kept by a :class:`SeenFiles` (file name and SHA-256, so a file
+rewritten with new content under the same name is scored again); the service keeps it in its
+database, so a restart does not score a file twice. A file that cannot be decoded is taken too
+(logged, kept with its reason, counted as failed in ``GET /line``); a scoring failure that may
+pass (the model missing, the service or its database busy) is retried at the next poll.
 """
 
 from __future__ import annotations
