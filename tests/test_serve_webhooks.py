@@ -133,6 +133,7 @@ def test_the_registry_persists_and_is_shared(tmp_path):
     first, second = WebhookRegistry(tmp_path), WebhookRegistry(tmp_path)
     hook = first.add("m", "https://receiver.example/hook", only_flagged=True)
     assert [public(h) for h in second.of("m")] == [public(hook)], "another process reads it"
+    assert (tmp_path / "webhooks.json").stat().st_mode & 0o777 == 0o600, "secrets: the server's user alone"
     assert second.of("m")[0]["secret"] == hook["secret"] and second.of("other") == []
     second.remove("m", hook["id"])
     assert first.of("m") == []

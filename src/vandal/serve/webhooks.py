@@ -101,7 +101,9 @@ class WebhookRegistry:
 
     def _write(self, hooks: list[dict[str, Any]]) -> None:
         staging = self.path.with_name(f".{FILE_NAME}.{uuid.uuid4().hex[:8]}")
-        staging.write_text(json.dumps({"webhooks": hooks}, indent=1))
+        # The secrets sign deliveries: readable by the server's user alone (created so, never widened).
+        with open(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(json.dumps({"webhooks": hooks}, indent=1))
         os.replace(staging, self.path)  # readers see the old file or the new one, never half of one
 
     @contextlib.contextmanager
