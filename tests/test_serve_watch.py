@@ -155,3 +155,18 @@ def test_the_server_scores_dropped_files_once_across_restarts(tmp_path):
         assert state(url)["running"] and state(url)["folder"] == str(drop.resolve())
         files = [r["file"] for r in httpx.get(f"{url}/inspections?model=line", timeout=10).json()["inspections"]]
     assert sorted(files) == ["bad.png", "good.png", "later.png"], "each file once, across the restart"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--watch", "line"], "use NAME=DIR"),
+    (["--watch", "line=/no/such/folder"], "no such folder"),
+    (["--watch", "../x=."], "is not allowed"),
+    (["--mqtt", "http://broker:1883"], "mqtt://"),
+])
+def test_serve_refuses_bad_line_options_before_starting(tmp_path, options, message):
+    from click.testing import CliRunner
+
+    from vandal.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", "--models", str(tmp_path), *options])
+    assert result.exit_code == 2 and message in result.output, result.output
