@@ -77,6 +77,7 @@ def test_deliveries_are_signed_and_retried_with_backoff(model_folder):
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     assert headers["X-Vandal-Signature"] == expected
     assert [h["X-Vandal-Attempt"] for h, _ in receiver.requests] == ["1", "2", "3"]
+    assert len({h["X-Vandal-Delivery"] for h, _ in receiver.requests}) == 1, "a retry is the same delivery"
     event = json.loads(body)
     assert event["event"] == "inspection" and event["model"] == "line" and event["source"] == "api"
     assert event["file"] == "part5.png" and event["pred_score"] == result["pred_score"]
