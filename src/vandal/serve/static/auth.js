@@ -1,0 +1,73 @@
+// Sign-in with an API key when the server needs one, and what the key's role may do: controls
+// marked data-needs="inspector" or data-needs="admin" are hidden (and disabled) for lesser roles.
+// The server decides (401 / 403); this only keeps the page from offering what would be refused.
+import { ApiError, api, session, setKey } from "./api.js";
+import { $ } from "./dom.js";
+
+const RANK = { viewer: 1, inspector: 2, admin: 3 };
+export const who = { name: null, role: null, auth: true };
+
+/** Whether the signed-in role may use a control that needs ``role``. */
+export const may = (role) => (RANK[who.role] || 0) >= (RANK[role] || 0);
+
+export function applyRole() {
+  for (const control of document.querySelectorAll("[data-needs]")) {
+    const allowed = may(control.dataset.needs);
+    control.classList.toggle("not-allowed", !allowed);
+    if ("disabled" in control && !allowed) control.disabled = true;
+  }
+  const badge = $("who");
+  badge.hidden = !who.role;
+  $("who-name").textContent = who.auth ? who.name || "" : "no sign-in required";
+  $("who-role").textContent = who.role || "";
+  $("who-role").dataset.role = who.role || "";
+  $("sign-out").hidden = !who.auth;
+}
+
+function askForKey(message) {
+  who.role = null;
+  $("signin").hidden = false;
+  $("app").hidden = true;
+  $("signin-status").textContent = message || "";
+  $("signin-key").focus();
+}
+
+/** Ask the server who this key is; resolves once signed in (at once when no key is needed). */
+export function signIn() {
+  return new Promise((resolve) => {
+    const signedIn = (body) => {
+      Object.assign(who, { name: body.name, role: body.role, auth: body.auth !== false });
+      $("signin").hidden = true;
+      $("app").hidden = false;
+      applyRole();
+      resolve(who);
+    };
+    const check = async () => {
+      try {
+        signedIn(await api("whoami"));
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) {
+          signedIn({ name: null, role: "admin", auth: false });  // a server without access control
+        } else if (error instanceof ApiError && error.status === 401) {
+          askForKey(session.key ? `the server refused this key: ${error.message}` : "");
+          setKey("");
+        } else {
+          askForKey(`cannot reach the server: ${error.message}`);
+        }
+      }
+    };
+    $("signin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      setKey($("signin-key").value.trim());
+      $("signin-key").value = "";
+      check();
+    });
+    check();
+  });
+}
+
+export function wireSignOut() {
+  $("sign-out").addEventListener("click", () => { setKey(""); window.location.reload(); });
+  // A key revoked while the page is open: the next refused request asks for a new one.
+  session.onUnauthorized = () => { if (who.auth && who.role) { setKey(""); askForKey("the key was refused; sign in again"); } };
+}

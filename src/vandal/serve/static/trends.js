@@ -1,0 +1,135 @@
+// The model view: plots of its recent life (flagged share per bucket, the score histogram with
+// the threshold line, review outcomes), its versions with rollback, and "add the reviewed-good
+// images to the references" (the operator's confirmed false alarms teach the model).
+import { api, postJson } from "./api.js";
+import { may } from "./auth.js";
+import { $, element, formatTime, showError } from "./dom.js";
+import { current, onModelChange, reloadModel } from "./models.js";
+import { histogram, shareColumns, stackedColumns } from "./plots.js";
+
+const HISTOGRAM_LIMIT = 1000;  // the newest scores drawn in the histogram
+const OUTCOMES = [
+  { key: "confirmed_defects", name: "confirmed defects", className: "bar-flagged" },
+  { key: "false_alarms", name: "false alarms", className: "bar-false-alarm" },
+  { key: "confirmed_good", name: "confirmed good", className: "bar-normal" },
+  { key: "misses", name: "misses", className: "bar-miss" },
+];
+
+const name = () => encodeURIComponent(current.model.name);
+
+function bucketLabel(start, bucket) {
+  const time = new Date(start);
+  if (Number.isNaN(time.getTime())) return String(start);
+  return bucket === "hour"
+    ? time.toLocaleString([], { month: "numeric", day: "numeric", hour: "2-digit" })
+    : time.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+/** Every inspection of the model matching ``query`` (newest first, at most ``limit``). */
+async function inspections(query, limit) {
+  const records = [];
+  let cursor = null;
+  do {
+    const page = new URLSearchParams({ ...query, model: current.model.name, limit: "200" });
+    if (cursor) page.set("cursor", cursor);
+    const body = await api(`inspections?${page}`);
+    records.push(...body.inspections);
+    cursor = body.next;
+  } while (cursor && records.length < limit);
+  return records.slice(0, limit);
+}
+
+async function drawPlots() {
+  const bucket = $("stats-bucket").value;
+  const [stats, recent] = await Promise.all([
+    api(`models/${name()}/stats?bucket=${bucket}`), inspections({}, HISTOGRAM_LIMIT)]);
+  const buckets = stats.buckets.map((b) => ({ ...b, label: bucketLabel(b.start, bucket) }));
+  $("plot-flagged").replaceChildren(shareColumns(`Share flagged per ${bucket}`, buckets.map((b) => ({
+    label: b.label, share: b.scored ? b.flagged / b.scored : 0, hint: `${b.flagged} of ${b.scored} flagged`,
+  }))));
+  $("plot-histogram").replaceChildren(histogram(`Scores of the newest ${recent.length} inspections`,
+    recent.map((r) => Number(r.pred_score)), Number(current.model.image_threshold)));
+  $("plot-outcomes").replaceChildren(stackedColumns(`Review outcomes per ${bucket}`,
+    buckets.map((b) => ({ label: b.label, values: b })), OUTCOMES));
+  const totals = stats.buckets.reduce((sum, b) => {
+    for (const key of ["scored", "flagged", "reviewed", "false_alarms", "misses"]) sum[key] += b[key] || 0;
+    return sum;
+  }, { scored: 0, flagged: 0, reviewed: 0, false_alarms: 0, misses: 0 });
+  $("stats-summary").textContent = `${totals.scored} scored, ${totals.flagged} flagged, ${totals.reviewed} ` +
+    `reviewed: ${totals.false_alarms} false alarm(s), ${totals.misses} miss(es)`;
+}
+
+async function drawVersions() {
+  const body = await api(`models/${name()}/versions`);
+  const live = current.model.version;
+  const rows = [...body.versions].sort((a, b) => b.version - a.version).map((v) => {
+    const button = element("button", { type: "button", className: "quiet", textContent: "Roll back to this",
+                                       disabled: v.version === live || !may("admin") });
+    button.dataset.needs = "admin";
+    button.classList.toggle("not-allowed", !may("admin"));
+    button.addEventListener("click", () => rollback(v.version));
+    const tr = element("tr", { "data-testid": "version-row" },
+      element("td", { className: "num", textContent: `v${v.version}` }),
+      element("td", { textContent: formatTime(v.time) }),
+      element("td", { className: "num", textContent: String(v.references ?? "") }),
+      element("td", { textContent: v.by || "" }),
+      element("td", { textContent: v.change || v.action || v.reason || "" }),
+      element("td", {}, v.version === live ? element("span", { className: "tag good", textContent: "live" }) : button));
+    tr.dataset.version = String(v.version);
+    return tr;
+  });
+  $("version-rows").replaceChildren(...rows);
+}
+
+async function rollback(version) {
+  if (!confirm(`Roll "${current.model.name}" back to version ${version}? Inspections keep the version that scored them.`)) return;
+  try {
+    await postJson(`models/${name()}/rollback`, { version });
+    await reloadModel();
+  } catch (error) { showError(`rolling back to version ${version}: ${error.message}`); }
+}
+
+async function countReviewedGood() {
+  const good = await inspections({ verdict: "good" }, HISTOGRAM_LIMIT);
+  $("teach").dataset.ids = JSON.stringify(good.map((r) => r.id));
+  $("teach-count").textContent = good.length
+    ? `${good.length} inspection(s) of this model were reviewed good` +
+      ` (${good.filter((r) => r.pred_label).length} of them false alarms).`
+    : "No inspection of this model has been reviewed good yet.";
+  $("teach").disabled = !good.length || !may("admin");
+}
+
+async function teach() {
+  const ids = JSON.parse($("teach").dataset.ids || "[]");
+  if (!ids.length || !confirm(`Add ${ids.length} reviewed-good image(s) to the references of "${current.model.name}"?`)) return;
+  $("teach").disabled = true;
+  $("teach-status").textContent = `adding ${ids.length} image(s)...`;
+  try {
+    const summary = await postJson(`models/${name()}/references`, { inspection_ids: ids });
+    $("teach-status").textContent = `now ${summary.references} reference image(s)` +
+      (summary.version !== undefined ? `, version ${summary.version}` : "");
+    await reloadModel();
+  } catch (error) {
+    $("teach-status").textContent = "";
+    showError(`adding references: ${error.message}`);
+    $("teach").disabled = false;
+  }
+}
+
+/** Redraw everything for the chosen model (when its view is shown). */
+export async function refreshTrends() {
+  $("trends-empty").hidden = Boolean(current.model);
+  $("trends").hidden = !current.model;
+  if (!current.model || $("model-view").hidden) return;
+  $("trends-model").textContent = `${current.model.name}, version ${current.model.version ?? "?"}`;
+  const steps = [drawPlots(), drawVersions(), countReviewedGood()];
+  for (const [step, what] of steps.map((s, i) => [s, ["plots", "versions", "reviewed images"][i]])) {
+    try { await step; } catch (error) { showError(`${what} of ${current.model.name}: ${error.message}`); }
+  }
+}
+
+export function wireTrends() {
+  onModelChange(refreshTrends);
+  $("stats-bucket").addEventListener("change", () => drawPlots().catch((e) => showError(e.message)));
+  $("teach").addEventListener("click", teach);
+}
