@@ -20,7 +20,9 @@ export function clearErrors() { $("error").replaceChildren(); }
 
 export function formatTime(iso) {
   const time = new Date(iso);
-  return Number.isNaN(time.getTime()) ? String(iso) : time.toLocaleString();
+  if (Number.isNaN(time.getTime())) return String(iso);
+  return time.toLocaleString([], { year: time.getFullYear() === new Date().getFullYear() ? undefined : "numeric",
+                                   month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
 }
 
 export function csvField(value) {

@@ -2,7 +2,7 @@
 // histogram with the threshold line, stacked columns of review outcomes. Colours come from CSS
 // classes (style.css), so nothing here needs inline styles.
 const NS = "http://www.w3.org/2000/svg";
-const WIDTH = 520, HEIGHT = 230;
+const WIDTH = 440, HEIGHT = 220;
 const PAD = { left: 46, right: 12, top: 14, bottom: 42 };
 
 function svg(tag, attributes = {}, ...children) {
@@ -25,12 +25,20 @@ const plotWidth = WIDTH - PAD.left - PAD.right;
 const plotHeight = HEIGHT - PAD.top - PAD.bottom;
 const yOf = (fraction) => PAD.top + plotHeight * (1 - fraction);
 
-/** Horizontal grid lines and labels for 0..top (format: the label of a value). */
-function yAxis(root, top, format) {
-  for (const fraction of [0, 0.25, 0.5, 0.75, 1]) {
-    const y = yOf(fraction);
+/** A round top for an axis of counts (1, 2, 5 x 10^n steps) -> [top, step]. */
+export function niceTop(largest, ticks = 4) {
+  const raw = Math.max(largest, 1) / ticks;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((candidate) => candidate >= raw);
+  return [Math.max(1, Math.ceil(largest / step)) * step, step];
+}
+
+/** Horizontal grid lines and labels every ``step`` from 0 to ``top`` (format: the label of a value). */
+function yAxis(root, top, step, format) {
+  for (let value = 0; value <= top + step / 1e6; value += step) {
+    const y = yOf(value / top);
     root.append(svg("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: y, y2: y, class: "grid" }));
-    root.append(text(PAD.left - 6, y + 4, format(top * fraction), "axis-label", "end"));
+    root.append(text(PAD.left - 6, y + 4, format(value), "axis-label", "end"));
   }
 }
 
@@ -54,8 +62,9 @@ const percent = (value) => `${Math.round(value * 100)}%`;
 export function shareColumns(title, buckets) {
   if (!buckets.length) return empty(title, "nothing scored yet");
   const root = frame(title);
-  const top = Math.min(1, Math.max(0.1, ...buckets.map((b) => b.share)) * 1.1);
-  yAxis(root, top, percent);
+  const largest = Math.max(0.01, ...buckets.map((b) => b.share));
+  const [top, step] = largest > 0.5 ? [1, 0.25] : niceTop(largest * 100).map((v) => v / 100);
+  yAxis(root, top, step, percent);
   const slot = plotWidth / buckets.length;
   buckets.forEach((bucket, i) => {
     const height = plotHeight * (bucket.share / top);
@@ -77,8 +86,8 @@ export function histogram(title, scores, threshold, bins = 24) {
   const width = high / bins;
   const counts = new Array(bins).fill(0);
   for (const score of finite) counts[Math.min(bins - 1, Math.max(0, Math.floor(score / width)))] += 1;
-  const top = Math.max(...counts);
-  yAxis(root, top, (value) => (Number.isInteger(value) ? String(value) : value.toFixed(1)));
+  const [top, step] = niceTop(Math.max(...counts));
+  yAxis(root, top, step, String);
   const xOf = (value) => PAD.left + plotWidth * (value / high);
   counts.forEach((count, i) => {
     if (!count) return;
@@ -90,7 +99,8 @@ export function histogram(title, scores, threshold, bins = 24) {
     root.append(bar);
   });
   for (const tick of [0, 0.25, 0.5, 0.75, 1]) {
-    root.append(text(xOf(high * tick), HEIGHT - PAD.bottom + 16, (high * tick).toFixed(2)));
+    root.append(text(xOf(high * tick), HEIGHT - PAD.bottom + 16, (high * tick).toFixed(2), "axis-label",
+                     tick === 1 ? "end" : "middle"));
   }
   const x = xOf(threshold);
   root.append(svg("line", { x1: x, x2: x, y1: PAD.top - 4, y2: yOf(0), class: "threshold-line",
@@ -100,13 +110,13 @@ export function histogram(title, scores, threshold, bins = 24) {
   return root;
 }
 
-/** Stacked columns per bucket: buckets [{label, values: {key: count}}], series [{key, name, className}]. */
+/** Stacked columns per bucket: buckets [{label, values: {key: count}}], series [{key, name, legend, className}]. */
 export function stackedColumns(title, buckets, series) {
   const totals = buckets.map((b) => series.reduce((sum, s) => sum + (b.values[s.key] || 0), 0));
   if (!totals.some((t) => t > 0)) return empty(title, "no reviews yet");
   const root = frame(title);
-  const top = Math.max(...totals);
-  yAxis(root, top, (value) => (Number.isInteger(value) ? String(value) : value.toFixed(1)));
+  const [top, step] = niceTop(Math.max(...totals));
+  yAxis(root, top, step, String);
   const slot = plotWidth / buckets.length;
   buckets.forEach((bucket, i) => {
     let base = 0;
@@ -125,8 +135,8 @@ export function stackedColumns(title, buckets, series) {
   let x = PAD.left;
   for (const s of series) {  // the legend, in one row under the axis
     root.append(svg("rect", { x, y: HEIGHT - 14, width: 10, height: 10, class: s.className }));
-    root.append(text(x + 14, HEIGHT - 5, s.name, "legend", "start"));
-    x += 22 + s.name.length * 6.2;
+    root.append(text(x + 14, HEIGHT - 5, s.legend, "legend", "start"));
+    x += 24 + s.legend.length * 6.6;
   }
   return root;
 }

@@ -9,12 +9,13 @@ import { histogram, shareColumns, stackedColumns } from "./plots.js";
 
 const HISTOGRAM_LIMIT = 1000;  // the newest scores drawn in the histogram
 const OUTCOMES = [
-  { key: "confirmed_defects", name: "confirmed defects", className: "bar-flagged" },
-  { key: "false_alarms", name: "false alarms", className: "bar-false-alarm" },
-  { key: "confirmed_good", name: "confirmed good", className: "bar-normal" },
-  { key: "misses", name: "misses", className: "bar-miss" },
+  { key: "confirmed_defects", name: "flagged, confirmed defect", legend: "defect", className: "bar-flagged" },
+  { key: "false_alarms", name: "false alarm(s)", legend: "false alarm", className: "bar-false-alarm" },
+  { key: "confirmed_good", name: "passed, confirmed good", legend: "good", className: "bar-normal" },
+  { key: "misses", name: "missed defect(s)", legend: "miss", className: "bar-miss" },
 ];
 
+const caption = (title) => element("figcaption", { textContent: title });
 const name = () => encodeURIComponent(current.model.name);
 
 function bucketLabel(start, bucket) {
@@ -44,12 +45,12 @@ async function drawPlots() {
   const [stats, recent] = await Promise.all([
     api(`models/${name()}/stats?bucket=${bucket}`), inspections({}, HISTOGRAM_LIMIT)]);
   const buckets = stats.buckets.map((b) => ({ ...b, label: bucketLabel(b.start, bucket) }));
-  $("plot-flagged").replaceChildren(shareColumns(`Share flagged per ${bucket}`, buckets.map((b) => ({
+  $("plot-flagged").replaceChildren(caption("Flagged share"), shareColumns(`Share flagged per ${bucket}`, buckets.map((b) => ({
     label: b.label, share: b.scored ? b.flagged / b.scored : 0, hint: `${b.flagged} of ${b.scored} flagged`,
   }))));
-  $("plot-histogram").replaceChildren(histogram(`Scores of the newest ${recent.length} inspections`,
+  $("plot-histogram").replaceChildren(caption("Scores against the threshold"), histogram(`Scores of the newest ${recent.length} inspections`,
     recent.map((r) => Number(r.pred_score)), Number(current.model.image_threshold)));
-  $("plot-outcomes").replaceChildren(stackedColumns(`Review outcomes per ${bucket}`,
+  $("plot-outcomes").replaceChildren(caption("What reviews said"), stackedColumns(`Review outcomes per ${bucket}`,
     buckets.map((b) => ({ label: b.label, values: b })), OUTCOMES));
   const totals = stats.buckets.reduce((sum, b) => {
     for (const key of ["scored", "flagged", "reviewed", "false_alarms", "misses"]) sum[key] += b[key] || 0;
