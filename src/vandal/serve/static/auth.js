@@ -16,6 +16,7 @@ export function applyRole() {
     control.classList.toggle("not-allowed", !allowed);
     if ("disabled" in control && !allowed) control.disabled = true;
   }
+  $("score-denied").hidden = !who.role || may("inspector");
   const badge = $("who");
   badge.hidden = !who.role;
   $("who-name").textContent = who.auth ? who.name || "" : "no sign-in required";

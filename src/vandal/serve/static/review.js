@@ -42,7 +42,7 @@ export function showRecord(record) {
     (threshold !== null ? ` (threshold ${threshold})` : "") + `: ${record.pred_label ? "flagged" : "normal"}`;
   $("record-score").dataset.label = String(Boolean(record.pred_label));
   $("record-meta").textContent = `#${record.id} · ${formatTime(record.time)} · ${record.model} version ` +
-    `${record.version}` + (record.key_name ? ` · by ${record.key_name}` : "") +
+    `${record.version}` + (record.key ? ` · by ${record.key}` : "") +
     (record.sha256 ? ` · sha256 ${record.sha256.slice(0, 12)}…` : "");
   $("record-verdict").textContent = record.verdict
     ? `reviewed: ${record.verdict}${record.note ? ` (${record.note})` : ""}` : "not reviewed yet";

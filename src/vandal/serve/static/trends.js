@@ -8,11 +8,11 @@ import { current, onModelChange, reloadModel } from "./models.js";
 import { histogram, shareColumns, stackedColumns } from "./plots.js";
 
 const HISTOGRAM_LIMIT = 1000;  // the newest scores drawn in the histogram
-const OUTCOMES = [
-  { key: "confirmed_defects", name: "flagged, confirmed defect", legend: "defect", className: "bar-flagged" },
-  { key: "false_alarms", name: "false alarm(s)", legend: "false alarm", className: "bar-false-alarm" },
-  { key: "confirmed_good", name: "passed, confirmed good", legend: "good", className: "bar-normal" },
-  { key: "misses", name: "missed defect(s)", legend: "miss", className: "bar-miss" },
+const OUTCOMES = [  // the reviews of a bucket: the station's decision confirmed, or which way it erred
+  { key: "confirmed", name: "decision(s) confirmed", legend: "confirmed", className: "bar-normal" },
+  { key: "false_alarms", name: "false alarm(s): flagged, reviewed good", legend: "false alarm",
+    className: "bar-false-alarm" },
+  { key: "misses", name: "miss(es): passed, reviewed defect", legend: "miss", className: "bar-miss" },
 ];
 
 const caption = (title) => element("figcaption", { textContent: title });
@@ -51,7 +51,8 @@ async function drawPlots() {
   $("plot-histogram").replaceChildren(caption("Scores against the threshold"), histogram(`Scores of the newest ${recent.length} inspections`,
     recent.map((r) => Number(r.pred_score)), Number(current.model.image_threshold)));
   $("plot-outcomes").replaceChildren(caption("What reviews said"), stackedColumns(`Review outcomes per ${bucket}`,
-    buckets.map((b) => ({ label: b.label, values: b })), OUTCOMES));
+    buckets.map((b) => ({ label: b.label, values: { ...b, confirmed: b.reviewed - b.false_alarms - b.misses } })),
+    OUTCOMES));
   const totals = stats.buckets.reduce((sum, b) => {
     for (const key of ["scored", "flagged", "reviewed", "false_alarms", "misses"]) sum[key] += b[key] || 0;
     return sum;
@@ -74,7 +75,7 @@ async function drawVersions() {
       element("td", { textContent: formatTime(v.time) }),
       element("td", { className: "num", textContent: String(v.references ?? "") }),
       element("td", { textContent: v.by || "" }),
-      element("td", { textContent: v.change || v.action || v.reason || "" }),
+      element("td", { textContent: v.action + (v.source_version ? ` to v${v.source_version}` : "") }),
       element("td", {}, v.version === live ? element("span", { className: "tag good", textContent: "live" }) : button));
     tr.dataset.version = String(v.version);
     return tr;
