@@ -1,4 +1,3 @@
-// The API docs page: a plain rendering of /openapi.json, served from here so it runs under script-src 'self'.
 "use strict";
 // A plain rendering of /openapi.json (Swagger UI would need scripts from a CDN; this works offline).
 const el = (tag, text, cls) => { const e = document.createElement(tag); if (text) e.textContent = text; if (cls) e.className = cls; return e; };
