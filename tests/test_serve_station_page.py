@@ -54,9 +54,11 @@ def client(url: str, key: str) -> httpx.Client:
 def station(tmp_path_factory):
     """A server with a key per role, one model and six inspections: two planted defects, four normals."""
     from vandal.serve import create_app
+    from vandal.serve.db.keys import add_key
 
     app = create_app(models=tmp_path_factory.mktemp("station"), device="cpu")
-    keys = {role: add_key(app, f"{role}-1", role) for role in ROLES}
+    with app.state.station.db.begin() as conn:
+        keys = {role: add_key(conn, f"{role}-1", role)[1] for role in ROLES}
     references = [(f"good{i}.png", png_bytes(texture(i, 96))) for i in range(3)]
     defects = [(f"defect{i}.png", png_bytes(plant_defect(texture(20 + i, 96), i, radius=12)[0])) for i in range(2)]
     normals = [(f"normal{i}.png", png_bytes(texture(40 + i, 96))) for i in range(4)]
@@ -64,7 +66,7 @@ def station(tmp_path_factory):
         admin, inspector = client(url, keys["admin"]), client(url, keys["inspector"])
         created = admin.post(f"/models/{MODEL}", files=parts(references), data={"settings": FIT_SETTINGS})
         assert created.status_code == 201, created.text
-        scored = inspector.post(f"/models/{MODEL}/predict?include=", files=parts(defects + normals))
+        scored = inspector.post(f"/models/{MODEL}/predict?include=overlay_png", files=parts(defects + normals))
         assert scored.status_code == 200, scored.text
         results = {r["file"]: r for r in scored.json()["results"]}
         assert {results[f"defect{i}.png"]["pred_label"] for i in range(2)} == {True}
@@ -166,7 +168,7 @@ def test_the_review_queue_by_keyboard(browser, station):
 
 def test_plots_draw_the_scores_against_the_threshold_line(browser, station):
     missed = station.ids["normal3.png"]
-    assert station.inspector.post(f"/inspections/{missed}/review", json={"verdict": "defect"}).status_code == 200
+    assert station.inspector.post(f"/inspections/{missed}/review", json={"verdict": "defect"}).status_code == 201
     threshold = station.admin.get(f"/models/{MODEL}").json()["image_threshold"]
     with signed_in(browser, station, "viewer") as tab:
         tab.get_by_test_id("tab-model").click()
@@ -190,7 +192,7 @@ def test_plots_draw_the_scores_against_the_threshold_line(browser, station):
 def test_reviewed_good_images_become_references_and_a_rollback_restores(browser, station):
     for name in ("normal0.png", "normal1.png"):
         answer = station.inspector.post(f"/inspections/{station.ids[name]}/review", json={"verdict": "good"})
-        assert answer.status_code == 200
+        assert answer.status_code == 201
     before = station.admin.get(f"/models/{MODEL}").json()
     with signed_in(browser, station, "admin") as tab:
         tab.get_by_test_id("tab-model").click()

@@ -37,7 +37,7 @@ function askForKey(message) {
 export function signIn() {
   return new Promise((resolve) => {
     const signedIn = (body) => {
-      Object.assign(who, { name: body.name, role: body.role, auth: body.auth !== false });
+      Object.assign(who, { name: body.name, role: body.role, auth: body.keys_required });
       $("signin").hidden = true;
       $("app").hidden = false;
       applyRole();
@@ -45,11 +45,9 @@ export function signIn() {
     };
     const check = async () => {
       try {
-        signedIn(await api("whoami"));
+        signedIn(await api("me"));
       } catch (error) {
-        if (error instanceof ApiError && error.status === 404) {
-          signedIn({ name: null, role: "admin", auth: false });  // a server without access control
-        } else if (error instanceof ApiError && error.status === 401) {
+        if (error instanceof ApiError && error.status === 401) {
           askForKey(session.key ? `the server refused this key: ${error.message}` : "");
           setKey("");
         } else {

@@ -3,7 +3,8 @@
 // classes (style.css), so nothing here needs inline styles.
 const NS = "http://www.w3.org/2000/svg";
 const WIDTH = 440, HEIGHT = 220;
-const PAD = { left: 46, right: 12, top: 14, bottom: 42 };
+const PAD = { left: 46, right: 14, top: 22, bottom: 42 };
+const MOST_BAR = 56;  // the widest column, so one bucket is not a wall
 
 function svg(tag, attributes = {}, ...children) {
   const node = document.createElementNS(NS, tag);
@@ -56,6 +57,7 @@ export function empty(title, message) {
   return root;
 }
 
+const barWidth = (slot) => Math.min(slot * 0.7, MOST_BAR);
 const percent = (value) => `${Math.round(value * 100)}%`;
 
 /** Columns of a share (0..1) per bucket: [{label, share, hint}] -> <svg>. */
@@ -68,7 +70,7 @@ export function shareColumns(title, buckets) {
   const slot = plotWidth / buckets.length;
   buckets.forEach((bucket, i) => {
     const height = plotHeight * (bucket.share / top);
-    const bar = svg("rect", { x: PAD.left + slot * i + slot * 0.15, y: yOf(0) - height, width: slot * 0.7,
+    const bar = svg("rect", { x: PAD.left + slot * (i + 0.5) - barWidth(slot) / 2, y: yOf(0) - height, width: barWidth(slot),
                               height: Math.max(height, 0.5), class: "bar-flagged", "data-share": bucket.share });
     bar.append(svg("title", {}, `${bucket.label}: ${bucket.hint}`));
     root.append(bar);
@@ -77,13 +79,21 @@ export function shareColumns(title, buckets) {
   return root;
 }
 
-/** Histogram of scores with a vertical line at ``threshold`` (bins above it in the flagged colour). */
-export function histogram(title, scores, threshold, bins = 24) {
+/** Histogram of scores with a vertical line at ``threshold`` (bins above it in the flagged colour).
+ * The axis ends at ``ZOOM`` x the threshold, where decisions are made; higher scores fall in the last bin. */
+const ZOOM = 4;
+
+export function histogram(title, scores, threshold, most = 24) {
   const finite = scores.filter(Number.isFinite);
   if (!finite.length) return empty(title, "no scores yet");
   const root = frame(title);
-  const high = Math.max(threshold * 2, ...finite) * 1.02;
-  const width = high / bins;
+  const largest = Math.max(...finite);
+  const shown = Math.max(2 * threshold, Math.min(largest * 1.02, ZOOM * threshold));
+  // Bins of a width that divides the threshold: each bin lies wholly on one side of the line.
+  const width = threshold / Math.max(1, Math.round((most * threshold) / shown));
+  const bins = Math.ceil(shown / width - 1e-9);
+  const high = bins * width;
+  const clipped = largest >= high;
   const counts = new Array(bins).fill(0);
   for (const score of finite) counts[Math.min(bins - 1, Math.max(0, Math.floor(score / width)))] += 1;
   const [top, step] = niceTop(Math.max(...counts));
@@ -92,20 +102,24 @@ export function histogram(title, scores, threshold, bins = 24) {
   counts.forEach((count, i) => {
     if (!count) return;
     const height = plotHeight * (count / top);
-    const above = (i + 0.5) * width > threshold;
+    const above = (i + 0.5) * width > threshold;  // bins start on the threshold, so the centre decides
     const bar = svg("rect", { x: xOf(i * width) + 1, y: yOf(0) - height, width: Math.max(1, xOf(width) - PAD.left - 2),
                               height, class: above ? "bar-flagged" : "bar-normal" });
-    bar.append(svg("title", {}, `${count} with score ${(i * width).toFixed(2)}-${((i + 1) * width).toFixed(2)}`));
+    const range = clipped && i === bins - 1 ? `${(i * width).toFixed(2)} or more`
+      : `${(i * width).toFixed(2)}-${((i + 1) * width).toFixed(2)}`;
+    bar.append(svg("title", {}, `${count} with score ${range}`));
     root.append(bar);
   });
   for (const tick of [0, 0.25, 0.5, 0.75, 1]) {
-    root.append(text(xOf(high * tick), HEIGHT - PAD.bottom + 16, (high * tick).toFixed(2), "axis-label",
-                     tick === 1 ? "end" : "middle"));
+    const label = (high * tick).toFixed(2) + (tick === 1 && clipped ? "+" : "");
+    root.append(text(xOf(high * tick), HEIGHT - PAD.bottom + 16, label, "axis-label", tick === 1 ? "end" : "middle"));
   }
   const x = xOf(threshold);
-  root.append(svg("line", { x1: x, x2: x, y1: PAD.top - 4, y2: yOf(0), class: "threshold-line",
+  root.append(svg("line", { x1: x, x2: x, y1: PAD.top - 6, y2: yOf(0), class: "threshold-line",
                             "data-testid": "threshold-line", "data-threshold": threshold }));
-  root.append(text(x + 4, PAD.top + 6, `threshold ${threshold}`, "threshold-label", "start"));
+  const right = x < WIDTH * 0.7;  // the label beside the line, on the side with room
+  root.append(text(right ? x + 5 : x - 5, PAD.top - 9, `threshold ${threshold}`, "threshold-label",
+                   right ? "start" : "end"));
   root.append(text(PAD.left + plotWidth / 2, HEIGHT - 8, "pred_score", "axis-title"));
   return root;
 }
@@ -124,7 +138,7 @@ export function stackedColumns(title, buckets, series) {
       const count = bucket.values[s.key] || 0;
       if (!count) continue;
       const y = yOf((base + count) / top);
-      const rect = svg("rect", { x: PAD.left + slot * i + slot * 0.15, y, width: slot * 0.7,
+      const rect = svg("rect", { x: PAD.left + slot * (i + 0.5) - barWidth(slot) / 2, y, width: barWidth(slot),
                                  height: yOf(base / top) - y, class: s.className });
       rect.append(svg("title", {}, `${bucket.label}: ${count} ${s.name}`));
       root.append(rect);

@@ -4,7 +4,8 @@ import { blobUrl, postJson } from "./api.js";
 import { may } from "./auth.js";
 import { $, formatTime, showError } from "./dom.js";
 
-const shown = { record: null, view: "overlay", urls: {} };
+// view: what is shown; preferred: what the user chose last (records without an overlay show the image)
+const shown = { record: null, view: "overlay", preferred: "overlay", urls: {} };
 let hooks = { next: () => {}, previous: () => {}, reviewed: () => {} };
 
 function forget() {
@@ -49,6 +50,8 @@ export function showRecord(record) {
   $("record-verdict").dataset.verdict = record.verdict || "";
   $("review-note").value = "";
   $("record-missing").textContent = "";
+  $("record-toggle").disabled = !record.overlay;
+  shown.view = record.overlay ? shown.preferred : "image";  // an overlay is kept only when predict made one
   loadImage(shown.view);
 }
 
@@ -67,8 +70,8 @@ async function review(verdict) {
 }
 
 function toggleView() {
-  if (!shown.record) return;
-  shown.view = shown.view === "overlay" ? "image" : "overlay";
+  if (!shown.record || !shown.record.overlay) return;
+  shown.view = shown.preferred = shown.view === "overlay" ? "image" : "overlay";
   loadImage(shown.view);
 }
 

@@ -53,10 +53,7 @@ async function drawPlots() {
   $("plot-outcomes").replaceChildren(caption("What reviews said"), stackedColumns(`Review outcomes per ${bucket}`,
     buckets.map((b) => ({ label: b.label, values: { ...b, confirmed: b.reviewed - b.false_alarms - b.misses } })),
     OUTCOMES));
-  const totals = stats.buckets.reduce((sum, b) => {
-    for (const key of ["scored", "flagged", "reviewed", "false_alarms", "misses"]) sum[key] += b[key] || 0;
-    return sum;
-  }, { scored: 0, flagged: 0, reviewed: 0, false_alarms: 0, misses: 0 });
+  const totals = stats.total;
   $("stats-summary").textContent = `${totals.scored} scored, ${totals.flagged} flagged, ${totals.reviewed} ` +
     `reviewed: ${totals.false_alarms} false alarm(s), ${totals.misses} miss(es)`;
 }
@@ -65,7 +62,7 @@ async function drawVersions() {
   const body = await api(`models/${name()}/versions`);
   const live = current.model.version;
   const rows = [...body.versions].sort((a, b) => b.version - a.version).map((v) => {
-    const button = element("button", { type: "button", className: "quiet", textContent: "Roll back to this",
+    const button = element("button", { type: "button", className: "quiet", textContent: "Roll back", title: `make version ${v.version} current again`,
                                        disabled: v.version === live || !may("admin") });
     button.dataset.needs = "admin";
     button.classList.toggle("not-allowed", !may("admin"));
@@ -91,13 +88,18 @@ async function rollback(version) {
   } catch (error) { showError(`rolling back to version ${version}: ${error.message}`); }
 }
 
+// Inspections added from this page, by model: the API does not say which reviewed-good images a
+// version already took, so the page at least never offers the same ones twice in one visit.
+const added = new Map();
+
 async function countReviewedGood() {
-  const good = await inspections({ verdict: "good" }, HISTOGRAM_LIMIT);
+  const done = added.get(current.model.name) || new Set();
+  const good = (await inspections({ verdict: "good" }, HISTOGRAM_LIMIT)).filter((r) => !done.has(r.id));
   $("teach").dataset.ids = JSON.stringify(good.map((r) => r.id));
   $("teach-count").textContent = good.length
-    ? `${good.length} inspection(s) of this model were reviewed good` +
+    ? `${good.length} inspection(s) of this model reviewed good` + (done.size ? " since the last addition" : "") +
       ` (${good.filter((r) => r.pred_label).length} of them false alarms).`
-    : "No inspection of this model has been reviewed good yet.";
+    : `No inspection of this model reviewed good${done.size ? " since the last addition" : " yet"}.`;
   $("teach").disabled = !good.length || !may("admin");
 }
 
@@ -108,6 +110,7 @@ async function teach() {
   $("teach-status").textContent = `adding ${ids.length} image(s)...`;
   try {
     const summary = await postJson(`models/${name()}/references`, { inspection_ids: ids });
+    added.set(summary.name, new Set([...(added.get(summary.name) || []), ...ids]));
     $("teach-status").textContent = `now ${summary.references} reference image(s)` +
       (summary.version !== undefined ? `, version ${summary.version}` : "");
     await reloadModel();
