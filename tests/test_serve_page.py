@@ -67,6 +67,9 @@ def page(browser, server, files):
     url, app = server
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     tab = context.new_page()
+    violations: list[str] = []  # the server's Content-Security-Policy refused something the page does
+    tab.on("console", lambda message: violations.append(message.text)
+           if "Content Security Policy" in message.text else None)
     tab.goto(url + "/")
     tab.get_by_test_id("model-name").fill("page-model")
     tab.get_by_test_id("reference-files").set_input_files([str(p) for p in files["references"]])
@@ -75,6 +78,7 @@ def page(browser, server, files):
     tab.wait_for_function("() => !document.getElementById('test-panel').hidden", timeout=60_000)
     yield tab
     context.close()
+    assert not violations, violations
 
 
 def cards(tab) -> list[dict]:

@@ -115,8 +115,8 @@ def rows(tab) -> list[dict]:
 
 
 def test_sign_in_asks_for_a_key_and_offers_only_what_the_role_may_do(browser, station):
-    page = station.inspector.get("/")
-    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    policy = station.inspector.get("/").headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy and "script-src 'self'" in policy
     with signed_in(browser, station, None) as tab:
         assert tab.get_by_test_id("signin-key").is_visible() and not tab.locator("#app").is_visible()
         sign_in(tab, "vandal_000000000000_not-a-key-of-this-station")
@@ -137,6 +137,8 @@ def test_sign_in_asks_for_a_key_and_offers_only_what_the_role_may_do(browser, st
         assert not tab.get_by_test_id("signin-key").is_visible()
         tab.locator("#sign-out").click()
         tab.get_by_test_id("signin-key").wait_for(state="visible")
+        tab.goto(station.url + "/docs")  # the API docs page runs under the same policy
+        tab.wait_for_function("() => document.querySelectorAll('#operations .op').length > 10")
 
 
 def test_the_review_queue_by_keyboard(browser, station):
