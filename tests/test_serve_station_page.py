@@ -128,10 +128,11 @@ def test_sign_in_asks_for_a_key_and_offers_only_what_the_role_may_do(browser, st
         assert "viewer-1" in tab.get_by_test_id("who").inner_text()
         for hidden in ("#test-panel", "#delete-model", "#create-panel"):
             assert not tab.locator(hidden).is_visible(), f"{hidden} is offered to a viewer"
-        assert tab.locator("#score-denied").is_visible()
-        tab.get_by_test_id("tab-inspections").click()
+        # A viewer starts on the inspections (it cannot score), and cannot review them.
         tab.wait_for_function("() => document.querySelectorAll('[data-testid=inspection-row]').length > 0")
-        assert not tab.get_by_test_id("review-good").is_visible()
+        assert tab.get_by_test_id("record").is_visible() and not tab.get_by_test_id("review-good").is_visible()
+        tab.locator("#tab-score").click()
+        assert tab.locator("#score-denied").is_visible()
         tab.reload()  # the key stays for this tab (sessionStorage)
         tab.get_by_test_id("role").wait_for(state="visible")
         assert not tab.get_by_test_id("signin-key").is_visible()
@@ -149,6 +150,12 @@ def test_the_review_queue_by_keyboard(browser, station):
         defects = {station.ids["defect0.png"], station.ids["defect1.png"]}
         assert {r["id"] for r in queue[:2]} == defects, "flagged first"
         assert "g good" in tab.get_by_test_id("shortcuts").inner_text()
+        order = tab.evaluate("""() => import("./static/inspections.js").then(({queueOrder}) => queueOrder([
+            {id: 1, pred_score: 0.1, pred_label: false, image_threshold: 0.5},
+            {id: 2, pred_score: 9.0, pred_label: true, image_threshold: 0.5},
+            {id: 3, pred_score: 0.45, pred_label: false, image_threshold: 0.5},
+            {id: 4, pred_score: 0.55, pred_label: true, image_threshold: 0.5}]).map(r => r.id))""")
+        assert order == [4, 2, 3, 1], "flagged first, then near the threshold; the least certain first"
         assert queue[0]["selected"]
         tab.keyboard.press("j")
         assert rows(tab)[1]["selected"]

@@ -1,7 +1,7 @@
 // vandal inspection page: plain JavaScript modules, no build step, no network beyond this server,
 // nothing inline (it runs under a strict Content-Security-Policy). Views: score images, inspections
 // (with the review queue), the model's trends and versions.
-import { signIn, wireSignOut } from "./auth.js";
+import { may, signIn, wireSignOut } from "./auth.js";
 import { api } from "./api.js";
 import { $, showError } from "./dom.js";
 import { list, loadInspections, reviewed, select, wireInspections } from "./inspections.js";
@@ -36,7 +36,8 @@ async function start() {
   wireTrends();
   onScored(() => { if (!$("inspections-view").hidden) loadInspections(); });
   await signIn();
-  loadModels().catch((error) => showError(`listing models: ${error.message}`));
+  await loadModels().catch((error) => showError(`listing models: ${error.message}`));
+  if (!may("inspector")) showView("inspections");  // a viewer cannot score: start where it can look
 }
 
 start();

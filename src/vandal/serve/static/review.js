@@ -16,7 +16,7 @@ function forget() {
 async function loadImage(view) {
   const record = shown.record;
   const image = $("record-image");
-  $("record-view").textContent = view === "overlay" ? "heat map (o: image)" : "image (o: heat map)";
+  $("record-view").textContent = `showing the ${view === "overlay" ? "heat map" : "image as inspected"}`;
   if (!(view in shown.urls)) {
     try {
       shown.urls[view] = await blobUrl(`inspections/${record.id}/${view === "overlay" ? "overlay" : "image"}`);
