@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from vandal.detector import Detector
+from vandal.outputs.visualize import map_image, mask_image
 from vandal.serve.app import STATIC
-from vandal.visualize import map_image, mask_image
 
 from serve_helpers import FIT_SETTINGS, bomb_png, parts, png_bytes
 from synthetic import plant_defect, texture

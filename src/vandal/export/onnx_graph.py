@@ -5,7 +5,7 @@ backbone taps (:class:`~vandal.backbones.Backbone`) -> neighbourhood pooling and
 search against the memory source's banks (:func:`~vandal.memory.maps.memory_map`, the banks as
 initializers, searched by :func:`~vandal.memory.bank.block_distance` over bank blocks) -> upsampling
 and sum over taps -> Gaussian smoothing (:func:`~vandal.scoring.text.gaussian_smooth`) ->
-calibration (:class:`~vandal.scoring.calibration.Calibration`).
+calibration (:class:`~vandal.scoring.levels.Calibration`).
 
 What stays outside the graph, in the code the torch path runs too: decoding, the resize policy and
 its views (:func:`~vandal.data.layout.image_views`), merging the views back to the image's size
@@ -22,8 +22,8 @@ from torch import nn
 
 from ..memory.bank import MemoryBank
 from ..memory.maps import memory_map
-from ..scoring.calibration import Calibration
-from ..scoring.text import gaussian_smooth
+from ..scoring.levels import Calibration
+from ..scoring.smoothing import gaussian_smooth
 
 # Bank rows per similarity block in the graph: the query side is the whole batch (its size is
 # symbolic), so peak memory is batch x tokens per view x GRAPH_BANK_BLOCK x 4 bytes (26 MB per view

@@ -18,6 +18,7 @@ from .. import __version__
 from .errors import install_handlers
 from .gate import BodyGateMiddleware, GateCounts
 from .guards import GuardMiddleware
+from .key_routes import add_key_routes
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .queue import Admission, AdmissionMiddleware
@@ -76,6 +77,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
     install_handlers(app)
     add_model_routes(app, store, settings, metrics, run, station)
     add_record_routes(app, store, station, run)
+    add_key_routes(app, station, run)
 
     metrics.gauge("vandal_queue_active", "Heavy requests (fit, references, predict) in progress.",
                   lambda: admission.active)

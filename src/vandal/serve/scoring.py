@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..scoring.calibration import DECISION_LEVEL
+from ..scoring.levels import DECISION_LEVEL
 from .db.keys import Identity
 from .encode import results_json
 from .station import Scored, Station

@@ -11,6 +11,8 @@ from pathlib import Path
 from ..data.images import DEFAULT_MAX_PIXELS
 
 MB = 1 << 20
+STATION_DIR = ".vandal-serve"  # the service's own folder beside the models
+DATABASE_FILE = "station.sqlite"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 AUTH_MODES = ("auto", "required", "off")
 
@@ -85,4 +87,9 @@ class ServeSettings:
     @property
     def station_dir(self) -> Path:
         """The service's own folder beside the models (database, kept images, version snapshots)."""
-        return self.models / ".vandal-serve"
+        return self.models / STATION_DIR
+
+    @property
+    def database_url(self) -> str:
+        """``database`` or the embedded default, ``station.sqlite`` in the station folder."""
+        return self.database or f"sqlite:///{self.station_dir / DATABASE_FILE}"

@@ -18,7 +18,7 @@ import numpy as np
 from ..prediction import Prediction
 from .auth import Auth
 from .blobs import ImageStore, sha256
-from .db import Database, audit, default_url, records
+from .db import Database, audit, records
 from .db.keys import Identity
 from .settings import ServeSettings
 from .uploads import Upload
@@ -43,7 +43,7 @@ class Station:
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
-        self.db = Database(settings.database or default_url(settings.station_dir))
+        self.db = Database(settings.database_url)
         self.images = ImageStore(settings.station_dir / "images", settings.keep_images)
         self.versions = ModelVersions(self.db, settings.station_dir / "versions")
         self.auth = Auth(self.db, settings.auth)

@@ -19,13 +19,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import NullPool
 
+from ..settings import DATABASE_FILE
+
 MIGRATIONS = Path(__file__).with_name("migrations")
-DATABASE_FILE = "station.sqlite"
 MIGRATION_LOCK = 0x76616E64  # "vand": the advisory lock id concurrent PostgreSQL start-ups share
 SQLITE_BUSY_MS = 30_000
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(OSError):
     """The database cannot be opened or migrated (the message names it, with the password hidden)."""
 
 
