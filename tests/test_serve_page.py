@@ -1,7 +1,7 @@
 """The inspection page in a real browser: Playwright driving Debian's Chromium against a real server.
 
-Skipped when playwright or the browser is missing, unless VANDAL_REQUIRE_BROWSER=1 (``.ci/run``
-sets it), which turns the skip into a failure.
+The ``browser`` fixture (conftest.py) skips when playwright or the browser is missing, unless
+VANDAL_REQUIRE_BROWSER=1 (``.ci/run`` sets it), which turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -13,31 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from serve_helpers import CHROMIUM, CHROMIUM_ARGS, running_server, save_pngs
+from serve_helpers import running_server, save_pngs
 from synthetic import plant_defect, texture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCREENSHOTS = Path(os.environ.get("VANDAL_SCREENSHOTS", "")) if os.environ.get("VANDAL_SCREENSHOTS") else None
-
-
-def _unavailable(reason: str):
-    if os.environ.get("VANDAL_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser tests required (VANDAL_REQUIRE_BROWSER=1) but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install playwright)")
-    if not os.access(CHROMIUM, os.X_OK):
-        _unavailable(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set VANDAL_CHROMIUM)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

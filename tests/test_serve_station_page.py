@@ -2,8 +2,8 @@
 with API keys and an SQLite record. Sign-in and roles, the review queue by keyboard, the model's
 plots with the threshold line, learning from reviews and rolling back.
 
-Skipped when playwright or the browser is missing, unless VANDAL_REQUIRE_BROWSER=1 (``.ci/run``
-sets it), which turns the skip into a failure.
+The ``browser`` fixture (conftest.py) skips when playwright or the browser is missing, unless
+VANDAL_REQUIRE_BROWSER=1 (``.ci/run`` sets it), which turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from serve_helpers import CHROMIUM, CHROMIUM_ARGS, FIT_SETTINGS, parts, png_bytes, running_server
+from serve_helpers import FIT_SETTINGS, parts, png_bytes, running_server
 from synthetic import plant_defect, texture
 
 httpx = pytest.importorskip("httpx")
@@ -24,26 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SCREENSHOTS = Path(os.environ["VANDAL_SCREENSHOTS"]) if os.environ.get("VANDAL_SCREENSHOTS") else None
 ROLES = ("viewer", "inspector", "admin")
 MODEL = "line"
-
-
-def _unavailable(reason: str):
-    if os.environ.get("VANDAL_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser tests required (VANDAL_REQUIRE_BROWSER=1) but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install playwright)")
-    if not os.access(CHROMIUM, os.X_OK):
-        _unavailable(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set VANDAL_CHROMIUM)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def client(url: str, key: str) -> httpx.Client:
