@@ -43,15 +43,19 @@ export function signIn() {
       applyRole();
       resolve(who);
     };
-    const check = async () => {
+    // A refused key is forgotten and the server asked again without one: a station that needs no
+    // key (yet) lets the page in; one that does asks, saying why the key was refused.
+    const check = async (refused = "") => {
       try {
         signedIn(await api("me"));
       } catch (error) {
-        if (error instanceof ApiError && error.status === 401) {
-          askForKey(session.key ? `the server refused this key: ${error.message}` : "");
-          setKey("");
-        } else {
+        if (!(error instanceof ApiError && error.status === 401)) {
           askForKey(`cannot reach the server: ${error.message}`);
+        } else if (session.key) {
+          setKey("");
+          await check(`the server refused this key: ${error.message}`);
+        } else {
+          askForKey(refused);
         }
       }
     };
