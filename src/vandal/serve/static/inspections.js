@@ -111,13 +111,14 @@ export function select(i) {
   showRecord(list.index >= 0 ? list.records[list.index] : null);
 }
 
-/** After a review: update the row, then go to the next record still unreviewed (in the queue). */
-export function reviewed(record) {
-  const tr = $("inspection-rows").children[list.index];
-  if (tr) tr.replaceWith(row(record, list.index));
+/** After a review: redraw, then go on to the next record (in the queue: the next one still unreviewed). */
+export function reviewed() {
   render();
-  const after = list.records.findIndex((r, i) => i > list.index && (list.mode !== "queue" || !r.verdict));
-  select(after >= 0 ? after : list.index);
+  if (list.mode !== "queue") { select(list.index + 1); return; }
+  const waiting = (r, i) => !r.verdict && i !== list.index;
+  const after = list.records.findIndex((r, i) => i > list.index && waiting(r, i));
+  const next = after >= 0 ? after : list.records.findIndex(waiting);  // then any left above
+  select(next >= 0 ? next : list.index);
 }
 
 async function downloadCsv() {
