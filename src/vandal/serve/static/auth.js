@@ -2,7 +2,7 @@
 // marked data-needs="inspector" or data-needs="admin" are hidden (and disabled) for lesser roles.
 // The server decides (401 / 403); this only keeps the page from offering what would be refused.
 import { ApiError, api, session, setKey } from "./api.js";
-import { $ } from "./dom.js";
+import { $, clearErrors } from "./dom.js";
 
 const RANK = { viewer: 1, inspector: 2, admin: 3 };
 export const who = { name: null, role: null, auth: true };
@@ -40,6 +40,7 @@ export function signIn() {
       Object.assign(who, { name: body.name, role: body.role, auth: body.keys_required });
       $("signin").hidden = true;
       $("app").hidden = false;
+      clearErrors();  // what failed for want of a key
       applyRole();
       resolve(who);
     };
