@@ -118,6 +118,17 @@ def test_sign_in_asks_for_a_key_and_offers_only_what_the_role_may_do(browser, st
         assert not tab.get_by_test_id("signin-key").is_visible()
         tab.locator("#sign-out").click()
         tab.get_by_test_id("signin-key").wait_for(state="visible")
+        made = station.admin.post("/keys", json={"name": "shift-2", "role": "inspector"})
+        assert made.status_code == 201, made.text
+        sign_in(tab, made.json()["key"])
+        tab.get_by_test_id("role").wait_for(state="visible")
+        assert station.admin.delete("/keys/shift-2").status_code == 204
+        tab.locator("#refresh-models").click()  # the next request with the revoked key asks for a new one
+        tab.get_by_test_id("signin-key").wait_for(state="visible")
+        assert "refused" in tab.get_by_test_id("signin-status").inner_text()
+        sign_in(tab, station.keys["viewer"])  # another key: the page follows its role
+        tab.wait_for_function("() => document.getElementById('who-role').textContent === 'viewer'")
+        assert not tab.locator("#test-panel").is_visible()
         tab.goto(station.url + "/docs")  # the API docs page runs under the same policy
         tab.wait_for_function("() => document.querySelectorAll('#operations .op').length > 10")
 

@@ -33,41 +33,43 @@ function askForKey(message) {
   $("signin-key").focus();
 }
 
-/** Ask the server who this key is; resolves once signed in (at once when no key is needed). */
-export function signIn() {
-  return new Promise((resolve) => {
-    const signedIn = (body) => {
-      Object.assign(who, { name: body.name, role: body.role, auth: body.keys_required });
-      $("signin").hidden = true;
-      $("app").hidden = false;
-      clearErrors();  // what failed for want of a key
-      applyRole();
-      resolve(who);
-    };
-    // A refused key is forgotten and the server asked again without one: a station that needs no
-    // key (yet) lets the page in; one that does asks, saying why the key was refused.
-    const check = async (refused = "") => {
-      try {
-        signedIn(await api("me"));
-      } catch (error) {
-        if (!(error instanceof ApiError && error.status === 401)) {
-          askForKey(`cannot reach the server: ${error.message}`);
-        } else if (session.key) {
-          setKey("");
-          await check(`the server refused this key: ${error.message}`);
-        } else {
-          askForKey(refused);
-        }
+/** Ask the server who this key is, asking the user for a key while it refuses; ``onSignedIn(who)``
+ * runs after each sign-in (at once when no key is needed, again after a refused key is replaced). */
+export function signIn(onSignedIn) {
+  const signedIn = (body) => {
+    Object.assign(who, { name: body.name, role: body.role, auth: body.keys_required });
+    $("signin").hidden = true;
+    $("app").hidden = false;
+    clearErrors();  // what failed for want of a key
+    applyRole();
+    onSignedIn(who);
+  };
+  // A refused key is forgotten and the server asked again without one: a station that needs no
+  // key (yet) lets the page in; one that does asks, saying why the key was refused.
+  const check = async (refused = "") => {
+    let body;
+    try {
+      body = await api("me");
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) {
+        askForKey(`cannot reach the server: ${error.message}`);
+      } else if (session.key) {
+        setKey("");
+        await check(`the server refused this key: ${error.message}`);
+      } else {
+        askForKey(refused);
       }
-    };
-    $("signin-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      setKey($("signin-key").value.trim());
-      $("signin-key").value = "";
-      check();
-    });
+      return;
+    }
+    signedIn(body);
+  };
+  $("signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    setKey($("signin-key").value.trim());
+    $("signin-key").value = "";
     check();
   });
+  check();
 }
 
 export function wireSignOut() {

@@ -21,7 +21,7 @@ function showView(view) {
   if (view === "model") refreshTrends();
 }
 
-async function start() {
+function start() {
   wireSignOut();
   api("health").then((body) => { $("version").textContent = `v${body.version}`; }).catch(() => {});
   for (const name of VIEWS) $(`tab-${name}`).addEventListener("click", () => showView(name));
@@ -35,9 +35,10 @@ async function start() {
   });
   wireTrends();
   onScored(() => { if (!$("inspections-view").hidden) loadInspections(); });
-  await signIn();
-  await loadModels().catch((error) => showError(`listing models: ${error.message}`));
-  if (!may("inspector")) showView("inspections");  // a viewer cannot score: start where it can look
+  signIn(async () => {
+    await loadModels().catch((error) => showError(`listing models: ${error.message}`));
+    if (!may("inspector")) showView("inspections");  // a viewer cannot score: start where it can look
+  });
 }
 
 start();
