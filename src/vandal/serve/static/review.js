@@ -14,20 +14,24 @@ function forget() {
 }
 
 async function loadImage(view) {
-  const record = shown.record;
-  const image = $("record-image");
+  const { record, urls } = shown;  // this record's images: a later record gets a fresh ``urls``
   $("record-view").textContent = `showing the ${view === "overlay" ? "heat map" : "image as inspected"}`;
-  if (!(view in shown.urls)) {
+  if (!(view in urls)) {
+    urls[view] = null;  // asked for once, even while the answer is on its way
     try {
-      shown.urls[view] = await blobUrl(`inspections/${record.id}/${view === "overlay" ? "overlay" : "image"}`);
+      const url = await blobUrl(`inspections/${record.id}/${view === "overlay" ? "overlay" : "image"}`);
+      if (shown.urls !== urls) { URL.revokeObjectURL(url); return; }  // moved on to another record
+      urls[view] = url;
     } catch (error) {
-      shown.urls[view] = null;
-      if (shown.record === record) $("record-missing").textContent = `${view}: ${error.message}`;
+      if (shown.urls === urls) $("record-missing").textContent = `${view}: ${error.message}`;
+      return;
     }
   }
-  if (shown.record !== record || shown.view !== view) return;  // another record or view meanwhile
-  image.hidden = !shown.urls[view];
-  if (shown.urls[view]) { image.src = shown.urls[view]; $("record-missing").textContent = ""; }
+  if (shown.urls !== urls || shown.view !== view || !urls[view]) return;  // another record or view meanwhile
+  const image = $("record-image");
+  image.hidden = false;
+  image.src = urls[view];
+  $("record-missing").textContent = "";
 }
 
 /** Fill the detail pane with ``record`` (null: empty). */
@@ -50,6 +54,7 @@ export function showRecord(record) {
   $("record-verdict").dataset.verdict = record.verdict || "";
   $("review-note").value = "";
   $("record-missing").textContent = "";
+  $("record-image").hidden = true;  // until this record's image arrives
   $("record-toggle").disabled = !record.overlay;
   shown.view = record.overlay ? shown.preferred : "image";  // an overlay is kept only when predict made one
   loadImage(shown.view);

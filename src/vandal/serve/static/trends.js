@@ -45,14 +45,18 @@ async function drawPlots() {
   const [stats, recent] = await Promise.all([
     api(`models/${name()}/stats?bucket=${bucket}`), inspections({}, HISTOGRAM_LIMIT)]);
   const buckets = stats.buckets.map((b) => ({ ...b, label: bucketLabel(b.start, bucket) }));
-  $("plot-flagged").replaceChildren(caption("Flagged share"), shareColumns(`Share flagged per ${bucket}`, buckets.map((b) => ({
+  const shares = buckets.map((b) => ({
     label: b.label, share: b.scored ? b.flagged / b.scored : 0, hint: `${b.flagged} of ${b.scored} flagged`,
-  }))));
-  $("plot-histogram").replaceChildren(caption("Scores against the threshold"), histogram(`Scores of the newest ${recent.length} inspections`,
-    recent.map((r) => Number(r.pred_score)), Number(current.model.image_threshold)));
-  $("plot-outcomes").replaceChildren(caption("What reviews said"), stackedColumns(`Review outcomes per ${bucket}`,
-    buckets.map((b) => ({ label: b.label, values: { ...b, confirmed: b.reviewed - b.false_alarms - b.misses } })),
-    OUTCOMES));
+  }));
+  $("plot-flagged").replaceChildren(caption("Flagged share"), shareColumns(`Share flagged per ${bucket}`, shares));
+  const scores = recent.map((r) => Number(r.pred_score));
+  $("plot-histogram").replaceChildren(caption("Scores against the threshold"),
+    histogram(`Scores of the newest ${recent.length} inspections`, scores, Number(current.model.image_threshold)));
+  const outcomes = buckets.map((b) => ({
+    label: b.label, values: { ...b, confirmed: b.reviewed - b.false_alarms - b.misses },
+  }));
+  $("plot-outcomes").replaceChildren(caption("What reviews said"),
+    stackedColumns(`Review outcomes per ${bucket}`, outcomes, OUTCOMES));
   const totals = stats.total;
   $("stats-summary").textContent = `${totals.scored} scored, ${totals.flagged} flagged, ${totals.reviewed} ` +
     `reviewed: ${totals.false_alarms} false alarm(s), ${totals.misses} miss(es)`;
@@ -62,7 +66,8 @@ async function drawVersions() {
   const body = await api(`models/${name()}/versions`);
   const live = current.model.version;
   const rows = [...body.versions].sort((a, b) => b.version - a.version).map((v) => {
-    const button = element("button", { type: "button", className: "quiet", textContent: "Roll back", title: `make version ${v.version} current again`,
+    const button = element("button", { type: "button", className: "quiet", textContent: "Roll back",
+                                       title: `make version ${v.version} current again`,
                                        disabled: v.version === live || !may("admin") });
     button.dataset.needs = "admin";
     button.classList.toggle("not-allowed", !may("admin"));
