@@ -43,20 +43,25 @@ async function readPage(query, cursor) {
   return api(`inspections?${page}`);
 }
 
+let loading = 0;  // the newest load: an older one still answering (a mode or filter changed) is dropped
+
 export async function loadInspections() {
-  const query = filters();
-  list.records = []; list.next = null; list.index = -1;
+  const query = filters(), mode = list.mode, token = ++loading;
+  const records = [];
+  let next = null;
   try {
-    let body = await readPage(query);
-    list.records = body.inspections;
-    list.next = body.next;
-    while (list.mode === "queue" && list.next && list.records.length < QUEUE_LIMIT) {
-      body = await readPage(query, list.next);
-      list.records.push(...body.inspections);
-      list.next = body.next;
-    }
-    if (list.mode === "queue") list.records = queueOrder(list.records);
-  } catch (error) { showError(`listing inspections: ${error.message}`); }
+    do {
+      const body = await readPage(query, next);
+      if (token !== loading) return;
+      records.push(...body.inspections);
+      next = body.next;
+    } while (mode === "queue" && next && records.length < QUEUE_LIMIT);
+  } catch (error) {
+    if (token === loading) showError(`listing inspections: ${error.message}`);
+  }
+  if (token !== loading) return;
+  list.records = mode === "queue" ? queueOrder(records) : records;
+  list.next = next;
   render();
   select(list.records.length ? 0 : -1);
 }

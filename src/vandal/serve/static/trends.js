@@ -40,10 +40,14 @@ async function inspections(query, limit) {
   return records.slice(0, limit);
 }
 
+/** Whether the answers for ``model`` still matter (the user may have chosen another meanwhile). */
+const still = (model) => current.model && current.model.name === model;
+
 async function drawPlots() {
-  const bucket = $("stats-bucket").value;
+  const bucket = $("stats-bucket").value, model = current.model.name;
   const [stats, recent] = await Promise.all([
     api(`models/${name()}/stats?bucket=${bucket}`), inspections({}, HISTOGRAM_LIMIT)]);
+  if (!still(model) || $("stats-bucket").value !== bucket) return;
   const buckets = stats.buckets.map((b) => ({ ...b, label: bucketLabel(b.start, bucket) }));
   const shares = buckets.map((b) => ({
     label: b.label, share: b.scored ? b.flagged / b.scored : 0, hint: `${b.flagged} of ${b.scored} flagged`,
@@ -63,7 +67,9 @@ async function drawPlots() {
 }
 
 async function drawVersions() {
+  const model = current.model.name;
   const body = await api(`models/${name()}/versions`);
+  if (!still(model)) return;
   const live = current.model.version;
   const rows = [...body.versions].sort((a, b) => b.version - a.version).map((v) => {
     const button = element("button", { type: "button", className: "quiet", textContent: "Roll back",
@@ -98,8 +104,9 @@ async function rollback(version) {
 const added = new Map();
 
 async function countReviewedGood() {
-  const done = added.get(current.model.name) || new Set();
+  const model = current.model.name, done = added.get(model) || new Set();
   const good = (await inspections({ verdict: "good" }, HISTOGRAM_LIMIT)).filter((r) => !done.has(r.id));
+  if (!still(model)) return;
   $("teach").dataset.ids = JSON.stringify(good.map((r) => r.id));
   $("teach-count").textContent = good.length
     ? `${good.length} inspection(s) of this model reviewed good` + (done.size ? " since the last addition" : "") +
