@@ -55,7 +55,7 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_key(tmp_path):
     assert "--no-auth" in refused.output
 
 
-def test_station_helpers():
+def test_station_helpers(capsys):
     from vandal.cli.serve import auth_mode, is_loopback, served_names
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
@@ -63,4 +63,5 @@ def test_station_helpers():
     names = served_names("10.1.2.3", ("line.example",))
     assert {"localhost", "127.0.0.1", "10.1.2.3", "line.example"} <= set(names)
     assert auth_mode("0.0.0.0", True, None, None) == "off"
+    assert "warning: --no-auth" in capsys.readouterr().err
     assert auth_mode("127.0.0.1", False, None, None) == "auto"

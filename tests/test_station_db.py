@@ -176,3 +176,40 @@ def test_image_store_keeps_by_hash_and_prunes(tmp_path):
     assert ImageStore(tmp_path / "none", keep_days=0).put(data) is None
     with pytest.raises(ValueError):
         store.path("../../etc/passwd")
+
+
+def test_the_model_lock_excludes_other_holders(db, tmp_path):
+    import threading
+
+    from vandal.serve.locking import model_lock
+
+    order: list[str] = []
+    inside = threading.Event()
+
+    def second() -> None:
+        inside.wait(10)
+        with model_lock(db, tmp_path / "locks", "m"):  # another open file: excluded as another process would be
+            order.append("second")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with model_lock(db, tmp_path / "locks", "m"):
+        inside.set()
+        thread.join(0.3)
+        assert thread.is_alive(), "the second holder waits"
+        order.append("first")
+    thread.join(10)
+    assert order == ["first", "second"]
+    with model_lock(db, tmp_path / "locks", "other"):
+        pass  # other models are not held up
+
+
+def test_the_migrations_build_exactly_the_schema(db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from vandal.serve.db.schema import metadata
+
+    with db.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert differences == [], "schema.py and the migrations differ: add a migration"

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +55,39 @@ def test_slow_uploads_time_out_without_starving_other_clients(tmp_path):
                 sock.close()
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
     assert "vandal_uploads_timed_out_total 12" in metrics
+
+
+def test_serve_beyond_loopback_requires_the_key_it_was_given(tmp_path):
+    from click.testing import CliRunner
+
+    from vandal.cli.main import app
+
+    added = CliRunner().invoke(app, ["keys", "add", "lead", "--role", "viewer", "--models", str(tmp_path)])
+    key = added.output.strip().splitlines()[-1]
+    port = free_port()
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "vandal.cli.main", "serve", "--models", str(tmp_path),
+                                "--host", "0.0.0.0", "--port", str(port), "--device", "cpu", "--log-level",
+                                "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read().decode()
+                assert time.monotonic() < deadline, "vandal serve did not start"
+                time.sleep(0.2)
+        assert httpx.get(f"{url}/models", timeout=10).status_code == 401
+        assert httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
+        rebound = httpx.get(f"{url}/health", headers={"Host": "attacker.example"}, timeout=10)
+        assert rebound.status_code == 421
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 # ---------------------------------------------------------------------------- PostgreSQL
@@ -141,4 +175,21 @@ def test_postgresql_holds_records_keys_and_versions(postgres, tmp_path):
     assert stats["total"]["scored"] == 1 and stats["total"]["reviewed"] == 1
     assert [e["action"] for e in second.get("/audit", headers=headers).json()["audit"]][:2] == [
         "inspection.review", "model.create"]
+    import threading
+
+    from vandal.serve.locking import model_lock
+
+    other, entered = Database(postgres), threading.Event()
+
+    def wait_for_the_lock() -> None:
+        with model_lock(other, tmp_path, "m"):
+            entered.set()
+
+    with model_lock(db, tmp_path, "m"):  # an advisory lock: another connection (process, machine) waits
+        waiter = threading.Thread(target=wait_for_the_lock)
+        waiter.start()
+        assert not entered.wait(0.3)
+    assert entered.wait(10)
+    waiter.join(10)
+    other.dispose()
     db.dispose()

@@ -65,7 +65,7 @@ def auth_mode(host: str, no_auth: bool, models: Path | None, database: str | Non
 @station_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--keep-images", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="DAYS",
+@click.option("--keep-images", default=7.0, show_default=True, type=click.FloatRange(min=0), metavar="DAYS",
               help="Days inspected images and overlays are kept on disk (by content hash; 0: none).")
 @click.option("--no-auth", is_flag=True, help="No API keys at all, even beyond loopback (warns at start-up).")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",

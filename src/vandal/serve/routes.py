@@ -57,8 +57,9 @@ def versioned(store: ModelStore, station: Station, summary: dict) -> dict:
 
 def changed(store: ModelStore, station: Station, name: str, action: str, who: Identity, change: Callable,
             *args: Any) -> dict:
-    """Run ``change`` (a store write) and freeze its result as the model's next version, under the model's lock."""
-    with store.lock(name):
+    """Run ``change`` (a store write) and freeze its result as the model's next version, under the model's
+    locks (this process's, then every process's: the store reloads a bundle another process changed)."""
+    with store.lock(name), station.model_lock(name):
         change(name, *args)
         station.versions.commit(name, store.path(name), action, who.name)
         return versioned(store, station, store.summary(name))

@@ -56,7 +56,7 @@ class ServeSettings:
     queue_size: int = 16
     allow_download: bool = False
     database: str | None = None
-    keep_images: float = 30.0
+    keep_images: float = 7.0
     auth: str = "auto"
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     body_timeout: float = 60.0

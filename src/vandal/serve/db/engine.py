@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from ..settings import DATABASE_FILE
 
@@ -79,9 +79,13 @@ class Database:
         if self.url.get_backend_name() == "sqlite":
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            # One connection per checkout: SQLite connections are cheap and WAL wants short-lived readers.
-            engine = create_engine(self.url, poolclass=NullPool,
-                                   connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000})
+            # Pooled connections (opening one and setting its pragmas cost more than a recorded insert);
+            # they are shared between worker threads, one at a time, hence check_same_thread off.
+            memory = self.url.database in (None, "", ":memory:")
+            pooling: dict[str, Any] = {"poolclass": NullPool} if memory else {
+                "poolclass": QueuePool, "pool_size": 8, "max_overflow": 8}
+            engine = create_engine(self.url, **pooling, connect_args={"check_same_thread": False,
+                                                                      "timeout": SQLITE_BUSY_MS / 1000})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         try:
