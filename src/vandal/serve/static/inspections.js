@@ -146,11 +146,12 @@ function setMode(mode) {
 }
 
 export function wireInspections() {
-  onModelChange(() => {
+  onModelChange((summary, changed) => {
     const menu = $("filter-model");
     const keep = current.model ? current.model.name : menu.value;
     menu.replaceChildren(new Option("all models", ""), ...current.names.map((name) => new Option(name, name)));
     menu.value = current.names.includes(keep) ? keep : "";
+    if (changed && !$("inspections-view").hidden) loadInspections();
   });
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); loadInspections(); });
   for (const button of document.querySelectorAll("[data-mode]")) {
