@@ -73,6 +73,9 @@ def _saved_detector(model: Path, options: dict, runtime: dict):
 def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool, html_report: bool, recursive: bool,
             skip_unreadable: bool, overwrite: bool, allow_download: bool, device: str, engine: str,
             num_workers: int | None, ray_address: str | None, max_pixels: int, **kwargs) -> None:
+    from ..run_folder import refuse_unsafe_out
+
+    refuse_unsafe_out(out, inputs if zero_shot else inputs[1:])
     options = pop_config(kwargs)
     runtime = {"device": device, "max_pixels": pixel_limit(max_pixels)}
     if engine == "ray":

@@ -57,6 +57,9 @@ def is_image_file(path: Path) -> bool:
 
 
 def _check_pixels(width: int, height: int, max_pixels: int | None, source: str) -> None:
+    if width < 2 or height < 2:  # from the header, so that every decoder (libpng's too) names the file
+        raise UnreadableImageError(f"{source}: image is too small ({width}x{height}); it needs at least 2x2 "
+                                   "pixels: replace it, or pass --skip-unreadable to skip such files")
     if max_pixels is not None and width * height > max_pixels:
         raise UnreadableImageError(
             f"{source}: image is {width}x{height} = {width * height:,} pixels, above the limit of "
