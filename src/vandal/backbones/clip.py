@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..extras import require
 from .base import Backbone, BackboneOutput, BackboneSpec, Preprocessing, check_pixels
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -140,6 +141,7 @@ class CLIPBackbone(Backbone):
                  pos_antialias: bool = True, hidden_act: str | None = None,
                  dtype: torch.dtype | str | None = None, offline: bool = False):
         super().__init__()
+        require("transformers", "transformers", f"CLIP backbone {name!r}")
         from transformers import AutoTokenizer, CLIPModel
 
         local_dir = _local_dir(name)
