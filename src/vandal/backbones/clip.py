@@ -201,7 +201,7 @@ class CLIPBackbone(Backbone):
         embeddings.num_positions = grid * grid + 1
         embeddings.image_size = grid * embeddings.patch_size
         embeddings.position_ids = torch.arange(grid * grid + 1, device=old.device).expand(1, -1)
-        self.model.config.vision_config.image_size = embeddings.image_size
+        self.model.config.vision_config.image_size = embeddings.image_size  # type: ignore[union-attr]
 
     @property
     def patch_size(self) -> int:

@@ -59,7 +59,7 @@ class CellDetectors:
 
     def __init__(self, config: EvalConfig):
         self.config = config
-        self.detector = None
+        self.detector: Any = None
 
     def fitted(self, category: str, references: list) -> Any:
         from ..detector import Detector

@@ -44,7 +44,7 @@ def load_sam(model: str, device: str | torch.device = "cpu", offline: bool = Fal
 
     local = os.path.isdir(model) or offline
     try:
-        sam = SamModel.from_pretrained(model, local_files_only=local).to(device).eval()
+        sam = SamModel.from_pretrained(model, local_files_only=local).to(device).eval()  # type: ignore[arg-type]
     except OSError as err:
         raise OSError(
             f"cannot load SAM weights {model!r} ({err}). Pass a local directory saved with "
