@@ -1,5 +1,5 @@
 """Start-up cost of the command line: ``--help`` of the group and of every command, and importing
-the CLI, load no heavy library; each command imports what it runs only when it runs (issue 10)."""
+the CLI, load no heavy library; each command imports what it runs only when it runs."""
 
 from __future__ import annotations
 
