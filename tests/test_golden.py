@@ -34,6 +34,7 @@ def _close(actual, expected, what: str) -> None:
         "is intended, re-record with `python tests/golden_cases.py --record` and review the diff")
 
 
+@pytest.mark.slow  # a fit and predict per case; `pytest -m "not slow"` leaves them to make test
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_golden_case(name, built):
     from vandal.scoring.calibration import DECISION_LEVEL
