@@ -1,4 +1,4 @@
-"""Many references (issue 9): fit time, predict time per image, peak memory and MVTec bottle AUROC for
+"""Many references: fit time, predict time per image, peak memory and MVTec bottle AUROC for
 1 to 200 references, with and without the 11 augmented views, with every bank row or a coreset.
 
 Each configuration runs in its own process (one torch thread), so its peak resident memory

@@ -133,7 +133,7 @@ def test_pixel_limit_is_configurable_for_every_input(tmp_path):
             load_image(image, max_pixels=4999)
         assert np.array_equal(load_image(image, max_pixels=5000), rgb)
         assert np.array_equal(load_image(image, max_pixels=None), rgb)
-    assert Image.MAX_IMAGE_PIXELS == before  # Pillow's global guard is never touched
+    assert before == Image.MAX_IMAGE_PIXELS  # Pillow's global guard is never touched
 
 
 def test_decode_ahead_reports_oversized_images_as_unreadable(tmp_path):

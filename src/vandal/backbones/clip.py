@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..extras import require
 from .base import Backbone, BackboneOutput, BackboneSpec, Preprocessing, check_pixels
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -140,6 +141,7 @@ class CLIPBackbone(Backbone):
                  pos_antialias: bool = True, hidden_act: str | None = None,
                  dtype: torch.dtype | str | None = None, offline: bool = False):
         super().__init__()
+        require("transformers", "transformers", f"CLIP backbone {name!r}")
         from transformers import AutoTokenizer, CLIPModel
 
         local_dir = _local_dir(name)
@@ -199,7 +201,7 @@ class CLIPBackbone(Backbone):
         embeddings.num_positions = grid * grid + 1
         embeddings.image_size = grid * embeddings.patch_size
         embeddings.position_ids = torch.arange(grid * grid + 1, device=old.device).expand(1, -1)
-        self.model.config.vision_config.image_size = embeddings.image_size
+        self.model.config.vision_config.image_size = embeddings.image_size  # type: ignore[union-attr]
 
     @property
     def patch_size(self) -> int:

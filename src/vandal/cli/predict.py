@@ -73,6 +73,9 @@ def _saved_detector(model: Path, options: dict, runtime: dict):
 def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool, html_report: bool, recursive: bool,
             skip_unreadable: bool, overwrite: bool, allow_download: bool, device: str, engine: str,
             num_workers: int | None, ray_address: str | None, max_pixels: int, **kwargs) -> None:
+    from ..outputs.folder import refuse_unsafe_out
+
+    refuse_unsafe_out(out, inputs if zero_shot else inputs[1:])
     options = pop_config(kwargs)
     runtime = {"device": device, "max_pixels": pixel_limit(max_pixels)}
     if engine == "ray":
@@ -82,14 +85,14 @@ def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool
         return _write_report(out, None, inputs[0]) if html_report else None
     if num_workers is not None or ray_address is not None:
         fail("--num-workers and --ray-address apply with --engine ray")
-    inputs = tuple(Path(p) for p in inputs)
+    given = [Path(p) for p in inputs]
     if zero_shot:
-        detector, images = _zero_shot_detector(options, runtime), list(inputs)
+        detector, images = _zero_shot_detector(options, runtime), given
     else:
-        if len(inputs) < 2:
+        if len(given) < 2:
             fail("usage: vandal predict MODEL_DIR IMAGES... --out DIR (or --zero-shot --class-name NAME IMAGES...)")
         runtime["allow_download"] = allow_download
-        detector, images = _saved_detector(inputs[0], options, runtime), list(inputs[1:])
+        detector, images = _saved_detector(given[0], options, runtime), given[1:]
     paths = gather_images(images, recursive, exclude=[out])
     from ..outputs.run import write_outputs
 

@@ -33,11 +33,16 @@ from .config import EvalConfig
 from .protocol import CategoryAccumulator, MaskCache
 from .store import ResultStore
 
+# A class name that stands for each category's own name: lets `vandal evaluate --adapters` (which needs a
+# class name to shape the text map) run across categories without --class-name.
+CATEGORY_NAME = "{category}"
+
 
 def cell_config(config: EvalConfig, category: str) -> DetectorConfig:
     """The detector settings of a category's cells: the class name is the category's when text is on."""
     detector = config.detector
-    if config.text and not detector.text.class_name and resolve_kind(detector.backbone.name) == "clip":
+    if detector.text.class_name == CATEGORY_NAME or (
+            config.text and not detector.text.class_name and resolve_kind(detector.backbone.name) == "clip"):
         name = category.replace("_", " ") if config.humanize else category
         detector = detector.replace(class_name=name)
     return detector
@@ -54,7 +59,7 @@ class CellDetectors:
 
     def __init__(self, config: EvalConfig):
         self.config = config
-        self.detector = None
+        self.detector: Any = None
 
     def fitted(self, category: str, references: list) -> Any:
         from ..detector import Detector

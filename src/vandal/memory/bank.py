@@ -189,7 +189,7 @@ class BankSet:
         """Bank ``key`` from the old rows and the queued shares ``features``, cut to its budget."""
         known = key in self.origins or key not in self.banks  # a loaded bank's origins are not saved
         origins = ([self.origins[key]] if key in self.origins else []) + [p[key][1] for p in self._pending]
-        origin = torch.cat(origins) if known else None
+        origin = torch.cat(origins) if known else None  # type: ignore[arg-type]  # known: all recorded
         if features.shape[0] > self._budgets[key]:
             kept, self.rows[key] = reduce_grouped(features, self.rows[key], self._budgets[key])
             features, origin = features[kept], None if origin is None else origin[kept.cpu()]

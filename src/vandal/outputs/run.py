@@ -91,6 +91,7 @@ def write_outputs(detector: Detector, paths: list[Path], out: Path, save_maps: b
                     raise image
                 skipped.append([safe_cell(str(path)), str(image)])
                 continue
+            assert prediction is not None  # a decoded image always has one
             stem = stem_of[str(path)]
             writer.submit(partial(write_files, out, stem, image, prediction, level, save_maps), image.size // 3)
             rows.append(prediction_row(str(path), prediction.pred_score, prediction.pred_label, stem, save_maps))

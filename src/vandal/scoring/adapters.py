@@ -51,7 +51,7 @@ class TapAdapters(nn.Module):
         if len(taps) != len(self.fc):
             raise ValueError(f"{len(self.fc)} adapters for {len(taps)} taps")
         # Cast to the layer's dtype: taps may come from a half-precision backbone.
-        return [fc(tap.to(fc.weight.dtype)) for fc, tap in zip(self.fc, taps)]
+        return [fc(tap.to(fc.weight.dtype)) for fc, tap in zip(self.fc, taps)]  # type: ignore[arg-type]
 
 
 def zero_shot_maps(adapters: TapAdapters, taps: Sequence[torch.Tensor], text: torch.Tensor,
@@ -192,7 +192,7 @@ def read_adapters_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
         raise IncompatibleAdaptersError(
             f"{path}: neither a vandal adapters file (safetensors) nor a torch checkpoint of tensors that "
             f"loads with weights_only=True ({type(error).__name__}: {str(error)[:200]})") from error
-    state = loaded.get(AUTHORS_KEY, loaded) if isinstance(loaded, dict) else None
+    state = loaded.get(AUTHORS_KEY, loaded) if isinstance(loaded, dict) else None  # type: ignore[assignment]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise IncompatibleAdaptersError(
             f"{path}: expected APRIL-GAN's checkpoint layout {{'{AUTHORS_KEY}': {{'fc.0.weight': ..., "

@@ -82,7 +82,7 @@ def oas_covariance(moments: TokenMoments) -> torch.Tensor:
     trace, trace_sq = torch.trace(sample), (sample * sample).sum()
     numerator = trace_sq + trace ** 2
     denominator = (n + 1) * (trace_sq - trace ** 2 / c)
-    shrink = 1.0 if float(denominator) <= 0 else float(min(1.0, numerator / denominator))
+    shrink = 1.0 if float(denominator) <= 0 else min(1.0, float(numerator / denominator))
     eye = torch.eye(c, dtype=sample.dtype, device=sample.device)
     return (1 - shrink) * sample + shrink * trace / c * eye
 

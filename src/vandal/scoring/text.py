@@ -7,6 +7,8 @@ projected tokens. Everything is computed in float32 whatever the backbone's dtyp
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -65,8 +67,8 @@ def text_anomaly_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor
     """
     if not projected_taps:
         raise ValueError("text_anomaly_maps needs at least one tap")
-    return sum(abnormal_probability(text_logits(tap, text, temperature), size)
-               for tap in projected_taps)
+    return functools.reduce(operator.add, (abnormal_probability(text_logits(tap, text, temperature), size)
+                                          for tap in projected_taps))
 
 
 def harmonic_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -101,4 +103,5 @@ def pooled_text_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor,
         ])
         combined = harmonic_mean(per_scale, dim=0)
         total = combined if total is None else total + combined
+    assert total is not None, "pooled_text_maps needs at least one tap"
     return total

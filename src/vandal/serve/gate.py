@@ -46,7 +46,7 @@ class BodyGateMiddleware:
             return await send_json(send, 503, {"detail": f"server busy: {counts.reading} uploads arriving at once; "
                                                          "retry after 1 s"}, {"Retry-After": "1"})
         counts.reading += 1
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (closed in the finally below, after the replay)
         try:
             try:
                 with anyio.fail_after(self.timeout):

@@ -174,7 +174,7 @@ def train_adapters(backbone: Backbone, data: TrainingSamples, config: TrainConfi
     out = Path(out)
     device = backbone.device
     adapters = init_adapters(backbone, config.seed).to(device).train()
-    optimizer = torch.optim.Adam(adapters.parameters(), lr=config.lr, betas=tuple(config.betas))
+    optimizer = torch.optim.Adam(adapters.parameters(), lr=config.lr, betas=(config.betas[0], config.betas[1]))
     identity = {"backbone": backbone_record(backbone.spec), "class_names": list(data.class_names),
                 "n_samples": len(data.samples), **config.run_settings()}
     record: dict[str, Any] = {**identity, "epochs_done": 0, "losses": []}
