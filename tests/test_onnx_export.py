@@ -78,11 +78,11 @@ def test_detector_load_chooses_onnxruntime_by_suffix(squash):
 def test_graph_takes_any_batch_and_calibrates_inside(squash):
     import torch
 
-    from vandal.export import MemoryGraph
+    from vandal.export import DetectorGraph
     from vandal.export.runtime import session
 
     detector, path = squash
-    graph = MemoryGraph(detector).eval()
+    graph = DetectorGraph(detector).eval()
     run = session(str(path), "cpu", threads=1)
     inputs = torch.cat([detector.embedder_.views(image)[1] for image in _tests()[:3]])
     for batch in (1, 3):

@@ -23,8 +23,9 @@ from ..data.images import DEFAULT_MAX_PIXELS, ImageInput, UnreadableImageError, 
 from ..data.layout import View, image_views
 from ..prediction import Prediction, decide, predictions_of
 from ..scoring.calibration import Calibration
+from ..scoring.distribution import decision_of, shift_of_terms
 from ..scoring.fusion import ScoredImage
-from .runtime import read_metadata, session
+from .runtime import DECISION_KEY, read_metadata, session
 
 RUNTIME = ("device", "batch_size", "progress", "max_pixels")
 
@@ -68,7 +69,18 @@ class OnnxDetector:
 
     @property
     def source_names(self) -> list[str]:
-        return ["memory"] + (["distribution"] if self.metadata_.get("distribution") else [])
+        """The exported detector's score sources (files from before the list: those its config wants)."""
+        if "sources" in self.metadata_:
+            return list(self.metadata_["sources"])
+        from ..sources import SOURCES
+
+        wanted = [name for name, source in SOURCES.items() if source.wanted(self.config, self.n_references_ > 0)]
+        return [name for name in wanted if name != self._decision_source or self.metadata_.get(DECISION_KEY)]
+
+    @property
+    def _decision_source(self) -> str:
+        # Format version 1 files before "source" name their decision's source by the key itself.
+        return (self.metadata_.get(DECISION_KEY) or {}).get("source", DECISION_KEY)
 
     def set_params(self, **params: Any) -> OnnxDetector:
         """Runtime options and decision levels (``image_threshold``, ``pixel_threshold``); anything else is
@@ -102,19 +114,19 @@ class OnnxDetector:
         return maps, np.concatenate([r[1] for r in runs]), np.concatenate([r[2] for r in runs])
 
     def _decisions(self, delta: np.ndarray, pdelta: np.ndarray) -> dict[str, float]:
-        """One image's views' distribution terms -> its decision (as the torch source gives it)."""
-        distribution = self.metadata_.get("distribution")
-        if not distribution:
+        """One image's views' decision terms -> its decision (as the torch source gives it)."""
+        terms = self.metadata_.get(DECISION_KEY)
+        if not terms:
             return {}
-        d = float(delta.astype(np.float64).mean(axis=0) @ pdelta.astype(np.float64).mean(axis=0))
-        return {"distribution": d / (distribution["level"] * distribution["margin"])}
+        shift = shift_of_terms(delta.astype(np.float64).mean(axis=0), pdelta.astype(np.float64).mean(axis=0))
+        return {self._decision_source: float(decision_of(shift, terms["level"], terms["margin"]))}
 
     def _decide(self, image: np.ndarray, views: list[View], outputs: tuple, name: str | None,
                 grid: bool = False) -> Prediction:
         raw, delta, pdelta = outputs
-        distribution = self.metadata_.get("distribution") or {}
+        terms = self.metadata_.get(DECISION_KEY) or {}
         scored = ScoredImage(views, image.shape[0], image.shape[1], raw, [], None, True,
-                             self._decisions(delta, pdelta), bool(distribution.get("exclusive")))
+                             self._decisions(delta, pdelta), bool(terms.get("exclusive")))
         return decide(scored, self.calibration_, self.config.post, name, grid)
 
     def predict_image(self, image: np.ndarray, name: str | None = None, grid: bool = False) -> Prediction:

@@ -13,11 +13,14 @@ INPUT = "pixels"
 PROTO_LIMIT = (1 << 31) - (64 << 20)
 # The exported graph must reproduce the torch module on its example input within this (raw map units).
 VERIFY_TOLERANCE = 1e-4
+# The format's key for the image-level decision terms' level, margin, mode and source (outputs dist_delta,
+# dist_pdelta); format version 1 fixed its name.
+DECISION_KEY = "distribution"
 METADATA_KEYS = ("format", "format_version", "vandal_version", "backbone", "backbone_kind", "image_size", "mean",
                  "std", "resample", "resize", "image_threshold", "pixel_threshold", "decision_level", "taps",
                  "tap_dims", "neighbourhood", "smoothing_sigma", "n_references", "inputs", "outputs", "config",
-                 "calibration", "distribution")
-OPTIONAL_KEYS = ("distribution",)  # exports from before the distribution source lack it
+                 "calibration", DECISION_KEY, "sources")
+OPTIONAL_KEYS = (DECISION_KEY, "sources")  # exports from before the decision terms (or the source list) lack them
 
 
 def _require_onnxruntime():
