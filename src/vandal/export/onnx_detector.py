@@ -25,7 +25,7 @@ from ..prediction import Prediction, decide, predictions_of
 from ..scoring.calibration import Calibration
 from ..scoring.distribution import decision_of, shift_of_terms
 from ..scoring.fusion import ScoredImage
-from .runtime import DECISION_KEY, read_metadata, session
+from .runtime import DECISION_KEY, DamagedModelError, read_metadata, session
 
 RUNTIME = ("device", "batch_size", "progress", "max_pixels")
 
@@ -54,9 +54,12 @@ class OnnxDetector:
         try:
             self.config: DetectorConfig = from_dict(self.metadata_["config"])
             self.calibration_ = Calibration.from_dict(self.metadata_["calibration"])
-        except (ConfigError, TypeError) as error:
-            raise ValueError(f"{self.path}: damaged metadata ({error}); export the model again") from error
+        except (ConfigError, TypeError, ValueError, AttributeError) as error:
+            raise DamagedModelError(f"{self.path}: damaged metadata ({error}); export the model again") from error
         self.image_size = int(self.metadata_["image_size"])
+        if self.config.backbone.image_size not in (None, self.image_size):
+            raise DamagedModelError(f"{self.path}: damaged metadata: 'image_size' {self.image_size} differs from the "
+                                    f"config's {self.config.backbone.image_size}; export the model again")
         self.preprocessing = Preprocessing(tuple(self.metadata_["mean"]), tuple(self.metadata_["std"]),
                                            self.metadata_["resample"])
         self.n_references_ = int(self.metadata_["n_references"])
