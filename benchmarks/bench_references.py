@@ -73,7 +73,7 @@ def run_one(args: argparse.Namespace) -> dict:
     """One configuration in this process -> its figures."""
     import torch
 
-    import vandal.calibrating
+    import vandal.calibration
     import vandal.memory.bank
     from vandal.data.datasets import load_folder
     from vandal.data.images import load_image

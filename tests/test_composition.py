@@ -66,7 +66,7 @@ def test_references_are_embedded_once(textures, monkeypatch):
     """k references, no augmentation, no texture plan: k backbone images for banking and holding out, plus
     the synthetic defects the calibration pastes into them."""
     import vandal.backbones as backbones
-    from vandal.calibrating import SYNTHETIC_DEFECTS
+    from vandal.calibration import SYNTHETIC_DEFECTS
 
     references, _ = textures
     seen = []

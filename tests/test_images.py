@@ -232,7 +232,7 @@ def test_large_images_convert_in_bands(monkeypatch):
 def test_skip_unreadable_lists_a_decompression_bomb_with_its_reason(tmp_path, fitted_detector):
     import csv
 
-    from vandal.report import write_outputs
+    from vandal.outputs.run import write_outputs
 
     bomb = _png_header(tmp_path / "bomb.png", 30000, 30000)
     good = save(tmp_path / "good.png", np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8))

@@ -55,11 +55,11 @@ def test_onnx_scores_as_torch(squash):
 
 
 def test_a_loaded_detector_exports_with_an_empty_smoothing_cache(squash, tmp_path):
-    from vandal.scoring import text
+    from vandal.scoring import smoothing
 
     detector, _ = squash
     detector.save(str(tmp_path / "model"))
-    text.blur_matrix.cache_clear()  # as in a fresh process: the export traces the smoothing first
+    smoothing.blur_matrix.cache_clear()  # as in a fresh process: the export traces the smoothing first
     loaded = Detector.load(str(tmp_path / "model"), device="cpu", progress=False)
     path = export_onnx(loaded, tmp_path / "model.onnx")
     images = _tests()

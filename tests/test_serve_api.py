@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from vandal.detector import Detector
-from vandal.visualize import map_image, mask_image
+from vandal.outputs.visualize import map_image, mask_image
 
 from serve_helpers import FIT_SETTINGS, bomb_png, parts, png_bytes
 from synthetic import plant_defect, texture

@@ -7,7 +7,7 @@ Estimator style (scikit-learn): ``__init__`` stores parameters only (one validat
 Composition: the detector embeds each image once (:mod:`vandal.embedding`), asks each of its score
 sources (:mod:`vandal.sources`: global memory, text, object memory, mutual comparison), fuses their
 maps and scores (:mod:`vandal.scoring.fusion`), smooths, and calibrates on the references only
-(:mod:`vandal.calibrating`).
+(:mod:`vandal.calibration`).
 """
 
 from __future__ import annotations
@@ -72,9 +72,7 @@ def decode_workers(device: str) -> int:
 
     A GPU is fed by several. On a CPU the backbone's threads own the cores: a decoding thread helps
     only on a core they leave spare. Without one it slows the whole predict: it preempts one of the
-    backbone's OpenMP threads, and every parallel region waits for that straggler. Measured on 2 cores
-    (bottle 900 x 900 PNG, k = 4, 40 images, 2 torch threads): 9.6-9.8 images/s decoding ahead, 10.4-10.8
-    decoding in turn.
+    backbone's OpenMP threads, and every parallel region waits for that straggler (docs/performance.md).
     """
     try:
         cores = len(os.sched_getaffinity(0))
@@ -203,8 +201,8 @@ class Detector:
     # ------------------------------------------------------------------ fit
     def fit(self, normal_images: Iterable[ImageInput] | ImageInput | None = None) -> Detector:
         """Learn from normal images (none: zero-shot / mutual) and calibrate on them; returns self."""
-        from .calibrating import calibrate_sources
-        from .planning import plan_views
+        from .calibration import calibrate_sources
+        from .planning import choose_plan
 
         images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
         # What a source learned without references (text features, adapters) carries over a refit.
@@ -212,7 +210,7 @@ class Detector:
                    if s.carries_over(self.config)}
         names = self._wanted(bool(images))
         self._setup(names)
-        sources = self._sources(names, plan_views(self.config, self.embedder_, images))
+        sources = self._sources(names, choose_plan(self.config, self.embedder_, images))
         for source in sources:
             if source.name in carried:
                 source.load_state_dict(*carried[source.name])
@@ -225,9 +223,9 @@ class Detector:
 
     def _add_references(self, sources: list[ScoreSource], images: list[np.ndarray]) -> list[EmbeddedImage]:
         """Embed each reference once (with its planned augmented views) and hand it to every source ->
-        the first :data:`~vandal.calibrating.MAX_LOO_REFERENCES` embedded, all that calibration holds out
+        the first :data:`~vandal.calibration.MAX_LOO_REFERENCES` embedded, all that calibration holds out
         (the others' taps are let go: 200 references would otherwise all stay embedded)."""
-        from .calibrating import MAX_LOO_REFERENCES
+        from .calibration import MAX_LOO_REFERENCES
 
         transforms = self.plan_.transforms
         items = []
@@ -242,7 +240,7 @@ class Detector:
     def add_references(self, normal_images: Iterable[ImageInput] | ImageInput) -> Detector:
         """Add normal images to a fitted detector without refitting: only the new images are embedded;
         the memories grow and the calibration takes the new references' leave-one-out scores."""
-        from .calibrating import extend_calibration
+        from .calibration import extend_calibration
 
         self._check_fitted()
         images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]

@@ -104,7 +104,7 @@ def stationarity(embedder, images: list[np.ndarray]) -> float | None:
     return float(np.median(ratios))
 
 
-def plan_views(config: DetectorConfig, embedder, images: list[np.ndarray]) -> ViewPlan:
+def choose_plan(config: DetectorConfig, embedder, images: list[np.ndarray]) -> ViewPlan:
     """Decide from the references how they are banked (``memory.texture``: auto, on or off)."""
     mode = config.memory.texture
     # An object bank (individual on/auto) says the product is objects: auto leaves it as configured.

@@ -9,8 +9,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .config import PostConfig
-    from .scoring.calibration import Calibration
     from .scoring.fusion import ScoredImage
+    from .scoring.levels import Calibration
 
 
 @dataclass
@@ -44,8 +44,8 @@ def decide(scored: ScoredImage, calibration: Calibration, post: PostConfig, name
     """One image's fused answers -> its :class:`Prediction`: views merged back to the image's size (or
     kept on the input grid, ``grid``), the image score taken on that map, both calibrated, then the
     decision levels applied. The torch detector and the ONNX runtime both end here."""
-    from .scoring.calibration import DECISION_LEVEL
     from .scoring.fusion import fuse
+    from .scoring.levels import DECISION_LEVEL
 
     raw, raw_score = fuse(scored, calibration.scales, grid)
     # Calibrated in place on the map's own memory: a 6000 x 6000 map is 144 MB a copy.

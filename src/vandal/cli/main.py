@@ -62,9 +62,9 @@ def app() -> None:
 
 
 def quiet_threads() -> None:
-    """OpenMP threads sleep when idle instead of spinning (unless the user chose): two ``vandal predict``
-    runs on 2 cores took 1.15 x the time of running them one after the other with spinning threads,
-    0.68 x with sleeping ones (benchmarks/bench_speed.py --concurrency). Set before torch loads."""
+    """OpenMP threads sleep when idle instead of spinning (unless the user chose): concurrent
+    ``vandal predict`` runs then share the cores instead of spinning against each other
+    (``benchmarks/bench_speed.py --concurrency``; docs/performance.md). Set before torch loads."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

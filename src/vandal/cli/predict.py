@@ -91,7 +91,7 @@ def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool
         runtime["allow_download"] = allow_download
         detector, images = _saved_detector(inputs[0], options, runtime), list(inputs[1:])
     paths = gather_images(images, recursive, exclude=[out])
-    from ..report import write_outputs
+    from ..outputs.run import write_outputs
 
     report = write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable,
                            overwrite=overwrite)
@@ -102,7 +102,7 @@ def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool
 
 def _write_report(out: Path, detector, model: str | None) -> None:
     """--report: report.html from the files the run wrote."""
-    from ..html_report import write_prediction_report
+    from ..outputs.html import write_prediction_report
 
     echo(f"report: {write_prediction_report(out, detector, model)}")
 

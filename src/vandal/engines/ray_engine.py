@@ -5,8 +5,8 @@ pyarrow's filesystems read: ``s3://``, ``gs://``, ``file://``...) become a Ray D
 output stem); :class:`Scorer`, a callable class run by ``map_batches`` on an actor pool, loads the
 model once per worker (a bundle folder or an ``.onnx`` file, shipped through the object store so
 the model needs no shared disk), reads and scores each image with the detector's own ``predict_image``
-and writes its overlay, mask and map into OUT with the local engine's :func:`~vandal.report.write_files`.
-The driver claims OUT as the local engine does (:mod:`vandal.run_folder`) and writes ``predictions.csv``
+and writes its overlay, mask and map into OUT with the local engine's :func:`~vandal.outputs.run.write_files`.
+The driver claims OUT as the local engine does (:mod:`vandal.outputs.folder`) and writes ``predictions.csv``
 (same rows, same names) and ``predictions.parquet`` (the same table with full-precision scores).
 
 ``vandal evaluate --engine ray``: each (category, shots, seed) cell is a task on an actor that keeps
@@ -188,7 +188,7 @@ def load_model(files: dict[str, bytes], runtime: dict[str, Any], threads: int, f
 
 class Scorer:
     """Ray Data's callable class: loads the model once per worker, then scores batches of paths and writes
-    each image's overlay, mask and map into OUT with the local engine's :func:`~vandal.report.write_files`.
+    each image's overlay, mask and map into OUT with the local engine's :func:`~vandal.outputs.run.write_files`.
 
     Each row out: index, path, pred_score, raw_score, pred_label, error (unreadable: the reason).
     """
@@ -198,7 +198,7 @@ class Scorer:
         import ray
         from PIL import Image
 
-        from ..scoring.calibration import DECISION_LEVEL
+        from ..scoring.levels import DECISION_LEVEL
 
         set_threads(threads)
         if runtime.get("max_pixels") is not None:  # as the command line does: vandal's limit replaces Pillow's
@@ -214,7 +214,7 @@ class Scorer:
         from functools import partial
 
         from ..data.pixels import UnreadableImageError
-        from ..report import write_files
+        from ..outputs.run import write_files
 
         try:
             image = read_image(path, self.detector.max_pixels)
@@ -227,7 +227,7 @@ class Scorer:
                 "pred_label": bool(prediction.pred_label), "error": ""}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from ..outputs import BackgroundWriter
+        from ..outputs.files import BackgroundWriter
 
         with BackgroundWriter() as writer:  # PNG encoding overlaps the next image; all written before returning
             rows = [self.score(str(path), str(stem), writer) for path, stem in zip(batch["path"], batch["stem"])]
@@ -263,14 +263,14 @@ def ray_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike], o
                 overwrite: bool = False, recursive: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                 allow_download: bool = False, num_cpus: int | None = None):
     """Score ``inputs`` with a saved detector on a Ray cluster and write OUT as the local engine does
-    (:func:`~vandal.report.write_outputs`: the folder claimed, the same files and rows), plus
-    ``predictions.parquet``. Returns the :class:`~vandal.report.RunReport`. ``inputs``: image paths, or
+    (:func:`~vandal.outputs.run.write_outputs`: the folder claimed, the same files and rows), plus
+    ``predictions.parquet``. Returns the :class:`~vandal.outputs.run.RunReport`. ``inputs``: image paths, or
     URIs (listed here). Workers write the image files into OUT: on a cluster of several machines, OUT
     must be a folder they all see."""
     from ..data.pixels import UnreadableImageError
-    from ..outputs import safe_cell, unique_stems
-    from ..report import planned_files, prediction_row, run_report, write_tables
-    from ..run_folder import claim
+    from ..outputs.files import safe_cell, unique_stems
+    from ..outputs.folder import claim
+    from ..outputs.run import planned_files, prediction_row, run_report, write_tables
 
     paths = [p for item in inputs for p in (list_uri(str(item), recursive) if is_uri(str(item)) else [str(item)])]
     if not paths:

@@ -19,9 +19,9 @@ from PIL import Image
 from ..atomic import atomic_write_text
 from ..data.datasets import CategorySplit
 from ..data.images import UnreadableImageError, load_image
-from ..outputs import write_png
-from ..scoring.calibration import DECISION_LEVEL
-from ..visualize import overlay
+from ..outputs.files import write_png
+from ..outputs.visualize import overlay
+from ..scoring.levels import DECISION_LEVEL
 from .cells import cell_seeds
 from .config import EvalConfig
 from .curves import image_curves, pixel_curves

@@ -22,9 +22,9 @@ from ..config import ConfigError, DetectorConfig, from_dict, stage_of
 from ..data.images import DEFAULT_MAX_PIXELS, ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe
 from ..data.layout import View, image_views
 from ..prediction import Prediction, decide, predictions_of
-from ..scoring.calibration import Calibration
 from ..scoring.distribution import decision_of, shift_of_terms
 from ..scoring.fusion import ScoredImage
+from ..scoring.levels import Calibration
 from .runtime import DECISION_KEY, DamagedModelError, read_metadata, session
 
 RUNTIME = ("device", "batch_size", "progress", "max_pixels")

@@ -4,8 +4,8 @@ It composes what the fitted detector's sources declare (:meth:`~vandal.sources.S
 so torch and ONNX share the maths and the export names no source: backbone taps
 (:class:`~vandal.backbones.Backbone`) -> each source's map term (the memory source's is
 :class:`~vandal.memory.graph.BankMap`), summed -> Gaussian smoothing
-(:func:`~vandal.scoring.text.gaussian_smooth`) -> calibration
-(:class:`~vandal.scoring.calibration.Calibration`); at most one source's image-level decision terms
+(:func:`~vandal.scoring.smoothing.gaussian_smooth`) -> calibration
+(:class:`~vandal.scoring.levels.Calibration`); at most one source's image-level decision terms
 (``dist_delta``, ``dist_pdelta``) ride along.
 
 What stays outside the graph, in the code the torch path runs too: decoding, the resize policy and
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..scoring.calibration import DECISION_LEVEL, Calibration
 from ..scoring.distribution import decision_of, shift_of_terms
-from ..scoring.text import gaussian_smooth
+from ..scoring.levels import DECISION_LEVEL, Calibration
+from ..scoring.smoothing import gaussian_smooth
 from ..sources.base import GraphTerms, NotExportableError
 
 OUTPUTS = ("pred_score", "anomaly_map", "raw_map", "dist_delta", "dist_pdelta")

@@ -56,13 +56,14 @@ class TapAdapters(nn.Module):
 
 def zero_shot_maps(adapters: TapAdapters, taps: Sequence[torch.Tensor], text: torch.Tensor,
                    size: int | tuple[int, int], smoothing_sigma: float = 0.0) -> torch.Tensor:
-    """APRIL-GAN's zero-shot map with trained adapters (METHOD section 3) -> ``[B, H, W]`` in ``[0, n]``.
+    """APRIL-GAN's zero-shot map with trained adapters (docs/method.md §3) -> ``[B, H, W]`` in ``[0, n]``.
 
     taps ``[B, h, w, C_n]``; text ``[2, D]``. Per tap: linear layer, normalise, ``100 * F @ T.T``,
     upsample the logits, softmax, abnormal channel; summed over taps. ``smoothing_sigma > 0``
     adds a Gaussian blur (not in the reference; off by default).
     """
-    from .text import gaussian_smooth, text_anomaly_maps
+    from .smoothing import gaussian_smooth
+    from .text import text_anomaly_maps
 
     maps = text_anomaly_maps([p.float() for p in adapters(taps)], text, size)
     return gaussian_smooth(maps, smoothing_sigma) if smoothing_sigma > 0 else maps

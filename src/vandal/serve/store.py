@@ -26,7 +26,7 @@ from ..bundle import CONFIG_FILE, IncompatibleBundleError, check_destination, is
 from ..config import ConfigError, DetectorConfig, from_dict
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..prediction import Prediction
-from ..scoring.calibration import DECISION_LEVEL
+from ..scoring.levels import DECISION_LEVEL
 from .cache import DetectorCache, bundle_stamp
 from .errors import ServiceError
 

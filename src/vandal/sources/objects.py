@@ -13,7 +13,7 @@ import torch
 from ..memory.bank import BankSet
 from ..memory.individual import paste_object_maps, use_individual
 from ..memory.maps import bank_key, memory_map, memory_tokens
-from ..scoring.text import gaussian_smooth
+from ..scoring.smoothing import gaussian_smooth
 from .base import ScoreSource, SourceScore
 
 

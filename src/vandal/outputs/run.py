@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data.images import UnreadableImageError
-from .outputs import CSV_HEADER, BackgroundWriter, safe_cell, unique_stems, write_csv, write_npy, write_png
-from .run_folder import claim
-from .scoring.calibration import DECISION_LEVEL
+from ..data.images import UnreadableImageError
+from ..scoring.levels import DECISION_LEVEL
+from .files import CSV_HEADER, BackgroundWriter, safe_cell, unique_stems, write_csv, write_npy, write_png
+from .folder import claim
 from .visualize import mask_image, overlay
 
 if TYPE_CHECKING:
-    from .detector import Detector
+    from ..detector import Detector
 
 
 @dataclass
@@ -44,13 +44,13 @@ def write_files(out: Path, stem: str, image: np.ndarray, prediction, level: floa
 
 
 def planned_files(stems: list[str], save_maps: bool) -> list[str]:
-    """Every file a run may write per image (relative to the output folder), for :func:`~vandal.run_folder.claim`."""
+    """Every file a run may write per image (relative to the output folder), for :func:`~vandal.outputs.folder.claim`."""
     return [f"{d}/{s}.{e}" for s in stems for d, e in (("overlays", "png"), ("masks", "png"))
             + ((("maps", "npy"),) if save_maps else ())]
 
 
 def prediction_row(path: str, pred_score: float, pred_label: bool, stem: str, save_maps: bool) -> dict[str, str]:
-    """One ``predictions.csv`` row (:data:`~vandal.outputs.CSV_HEADER`), before CSV escaping."""
+    """One ``predictions.csv`` row (:data:`~vandal.outputs.files.CSV_HEADER`), before CSV escaping."""
     return {"path": path, "pred_score": f"{pred_score:.6f}", "pred_label": str(pred_label).lower(),
             "overlay_file": f"overlays/{stem}.png", "mask_file": f"masks/{stem}.png",
             "map_file": f"maps/{stem}.npy" if save_maps else ""}
@@ -72,7 +72,7 @@ def run_report(out: Path, rows: list[dict[str, str]], skipped: list[list[str]], 
 
 def write_outputs(detector: Detector, paths: list[Path], out: Path, save_maps: bool = False,
                   skip_unreadable: bool = False, overwrite: bool = False) -> RunReport:
-    """Predict every path and write its results into ``out`` (see :mod:`vandal.run_folder`).
+    """Predict every path and write its results into ``out`` (see :mod:`vandal.outputs.folder`).
 
     Every file is written aside and renamed into place, so an interruption leaves only whole
     files; overlays and masks are encoded on background threads while the next image is scored.

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from .data.synthetic_anomalies import KINDS, synthetic_anomaly
 from .memory.augment import augment, calibration_transforms
-from .scoring.calibration import Calibration, calibrate, fixed_calibration
 from .scoring.fusion import ScoredImage, collect, fuse, fusion_scales
+from .scoring.levels import Calibration, calibrate, fixed_calibration
 from .scoring.thresholds import memory_threshold
 
 if TYPE_CHECKING:

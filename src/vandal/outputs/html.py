@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from . import __version__
-from .atomic import atomic_write_text
-from .outputs import unique_stems
-from .scoring.calibration import DECISION_LEVEL
+from .. import __version__
+from ..atomic import atomic_write_text
+from ..scoring.levels import DECISION_LEVEL
+from .files import unique_stems
 
 if TYPE_CHECKING:
-    from .detector import Detector
+    from ..detector import Detector
 
 REPORT_FILE = "report.html"
 
