@@ -68,10 +68,18 @@ def test_a_loaded_detector_exports_with_an_empty_smoothing_cache(squash, tmp_pat
     _assert_same(torch_predictions, detector.predict(images))
 
 
-def test_detector_load_chooses_onnxruntime_by_suffix(squash):
-    _, path = squash
-    loaded = Detector.load(str(path), device="cpu", progress=False)
-    assert isinstance(loaded, OnnxDetector)
+def test_vandal_load_chooses_the_engine(squash, tmp_path):
+    import vandal
+    from vandal.runner import Predictor
+
+    detector, path = squash
+    loaded = vandal.load(path, device="cpu", progress=False)
+    assert isinstance(loaded, OnnxDetector) and isinstance(loaded, Predictor)
+    with pytest.raises(ValueError, match="vandal.load"):
+        Detector.load(str(path), device="cpu", progress=False)
+    detector.save(str(tmp_path / "folder.onnx"))  # a bundle folder may carry any name
+    bundle = vandal.load(tmp_path / "folder.onnx", device="cpu", progress=False)
+    assert isinstance(bundle, Detector) and isinstance(bundle, Predictor)
     assert loaded.source_names == ["memory", "distribution"] and not loaded.transductive
 
 
@@ -120,6 +128,8 @@ def test_threshold_override_and_fixed_settings(squash):
     onnx_detector = OnnxDetector(path, device="cpu", progress=False)
     image = _tests()[1]
     score = onnx_detector.predict_image(image).pred_score
+    assert onnx_detector.predict_image(image, image_threshold=score / 2).pred_label
+    assert not onnx_detector.predict([image], image_threshold=score * 2)[0].pred_label
     onnx_detector.set_params(image_threshold=score / 2)
     assert onnx_detector.predict_image(image).pred_label
     with pytest.raises(ConfigError, match="fixed in the exported graph"):

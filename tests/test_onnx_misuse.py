@@ -15,6 +15,7 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+import vandal  # noqa: E402
 from vandal.bundle import TENSORS_FILE, IncompatibleBundleError  # noqa: E402
 from vandal.cli.main import app  # noqa: E402
 from vandal.detector import Detector  # noqa: E402
@@ -96,7 +97,7 @@ def test_unreadable_onnx_files_end_in_one_error_line(exported, tmp_path, damage)
     target.write_bytes({"empty": b"", "truncated": data[: len(data) // 3],
                         "garbage": np.random.default_rng(0).bytes(4096)}[damage])
     with pytest.raises(DamagedModelError, match="not a readable ONNX model") as caught:
-        Detector.load(str(target), device="cpu", progress=False)
+        vandal.load(target, device="cpu", progress=False)
     assert str(target) in str(caught.value) and "export it again" in str(caught.value)
     output = cli_predict(target, folder / "a.png", tmp_path / "out")
     assert str(target) in output and "export it again" in output
