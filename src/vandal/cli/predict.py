@@ -33,13 +33,13 @@ def _zero_shot_detector(options: dict, runtime: dict):
 
 
 def _saved_detector(model: Path, options: dict, runtime: dict):
-    from ..detector import Detector
+    from ..loading import load
 
     fixed = fit_stage_given(options)
     if fixed:
         fail(f"{', '.join(fixed)} only apply with --zero-shot; a saved detector fixes them at fit time "
              f"(refit with `vandal fit ... {fixed[0]} ...`)")
-    detector = Detector.load(str(model), **runtime)
+    detector = load(model, **runtime)
     thresholds = given_flags(options)
     return detector.set_params(**thresholds) if thresholds else detector
 

@@ -28,11 +28,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.images import DEFAULT_MAX_PIXELS
+from ..prediction import decision_levels
+
+if TYPE_CHECKING:
+    from ..runner import Predictor
 
 BATCH_SIZE = 4  # images per map_batches call: small, so the workers share the tail of a run evenly
 CPUS_PER_DEFAULT_WORKER = 4  # with no --num-workers: one worker per 4 cores (or one per GPU)
@@ -170,20 +174,18 @@ def model_files(model: str | os.PathLike) -> dict[str, bytes]:
     raise FileNotFoundError(f"{model}: not a saved detector folder or an .onnx file")
 
 
-def load_model(files: dict[str, bytes], runtime: dict[str, Any], threads: int, folder: str) -> Any:
-    """Write ``files`` (:func:`model_files`) to ``folder`` and load them (``runtime``: device, max_pixels,
-    allow_download): a Detector, or an OnnxDetector running ``threads`` threads."""
+def load_model(files: dict[str, bytes], runtime: dict[str, Any], threads: int, folder: str) -> Predictor:
+    """Write ``files`` (:func:`model_files`) to ``folder`` and load them with :func:`vandal.load`
+    (``runtime``: device, max_pixels, allow_download): an ``.onnx`` file runs ``threads`` threads."""
+    from ..loading import load
+
     for name, data in files.items():
         Path(folder, name).write_bytes(data)
     onnx = [name for name in files if name.endswith(".onnx")]
     if onnx:
-        from ..export.onnx_detector import OnnxDetector
-
-        return OnnxDetector(Path(folder, onnx[0]), device=runtime["device"], progress=False, threads=threads,
-                            max_pixels=runtime["max_pixels"])
-    from ..detector import Detector
-
-    return Detector.load(folder, progress=False, **runtime)
+        return load(Path(folder, onnx[0]), device=runtime["device"], progress=False, threads=threads,
+                    max_pixels=runtime["max_pixels"])
+    return load(folder, progress=False, **runtime)
 
 
 class Scorer:
@@ -198,16 +200,13 @@ class Scorer:
         import ray
         from PIL import Image
 
-        from ..scoring.levels import DECISION_LEVEL
-
         set_threads(threads)
         if runtime.get("max_pixels") is not None:  # as the command line does: vandal's limit replaces Pillow's
             Image.MAX_IMAGE_PIXELS = runtime["max_pixels"]
         self.folder = tempfile.mkdtemp(prefix="vandal-model-")
         self.detector = load_model(ray.get(model_ref[0]), runtime, threads, self.folder)
-        if thresholds:
-            self.detector.set_params(**thresholds)
-        self.level = self.detector.config.post.pixel_threshold or DECISION_LEVEL
+        self.image_threshold, self.pixel_threshold = thresholds.get("image_threshold"), thresholds.get("pixel_threshold")
+        self.level = decision_levels(self.detector.config.post, self.image_threshold, self.pixel_threshold).pixel
         self.out, self.save_maps = Path(out), save_maps
 
     def score(self, path: str, stem: str, writer: Any) -> dict[str, Any]:
@@ -220,7 +219,8 @@ class Scorer:
             image = read_image(path, self.detector.max_pixels)
         except UnreadableImageError as error:
             return {"pred_score": math.nan, "raw_score": math.nan, "pred_label": False, "error": str(error)}
-        prediction = self.detector.predict_image(image, path)
+        prediction = self.detector.predict_image(image, path, image_threshold=self.image_threshold,
+                                                 pixel_threshold=self.pixel_threshold)
         writer.submit(partial(write_files, self.out, stem, image, prediction, self.level, self.save_maps),
                       image.size // 3)
         return {"pred_score": prediction.pred_score, "raw_score": float(prediction.raw_score),
@@ -272,6 +272,7 @@ def ray_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike], o
     from ..outputs.folder import claim
     from ..outputs.run import planned_files, prediction_row, run_report, write_tables
 
+    decision_levels(None, **(thresholds or {}))  # refuse bad or unknown levels here, not in every worker
     paths = [p for item in inputs for p in (list_uri(str(item), recursive) if is_uri(str(item)) else [str(item)])]
     if not paths:
         raise ValueError("no images to score: give image files, folders or URIs")

@@ -221,6 +221,10 @@ class BankSet:
              rows: dict[str, list[int]] | None = None) -> None:
         """Restore saved banks. ``units`` per reference must account for every row of every bank, or
         ``rows`` (per key, rows of each reference: a coreset's provenance) must."""
+        empty = [key for key, value in state.items() if value.ndim != 2 or value.shape[0] == 0]
+        if not state or empty:
+            raise ValueError(f"the memory bank is empty ({', '.join(empty) or 'no banks'} hold no reference rows): a "
+                             "fitted memory holds every reference's tokens")
         self.banks = {key: MemoryBank(value.to(device)) for key, value in state.items()}
         self.units = [int(u) for u in units]
         self.origins = {}

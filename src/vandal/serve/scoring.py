@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..scoring.levels import DECISION_LEVEL
+from ..prediction import decision_levels
 from .db.keys import Identity
 from .encode import results_json
 from .station import Scored, Station
@@ -25,14 +25,12 @@ def score_and_record(store: ModelStore, station: Station, name: str, images: Seq
     with store.lock(name):  # the version named is the one that scores: no change can come in between
         version = station.versions.current(name, store.require(name))
         predictions, level = store.predict(name, arrays, image_threshold, pixel_threshold)
-        if image_threshold is None:
-            model_level = store.detector(name).config.post.image_threshold
-            image_threshold = DECISION_LEVEL if model_level is None else model_level
+        image_level = decision_levels(store.detector(name).config.post, image_threshold).image
     results = results_json([(upload.name, image) for upload, image in images], predictions, level, fields)
     scored = [Scored(upload, image, prediction,
                      base64.b64decode(result["overlay_png"]) if "overlay_png" in result else None)
               for (upload, image), prediction, result in zip(images, predictions, results)]
-    made = station.record(name, version, scored, float(image_threshold), float(level), who, source)
+    made = station.record(name, version, scored, float(image_level), float(level), who, source)
     for result, record in zip(results, made):
         result["inspection_id"] = record["id"]
     return results

@@ -10,7 +10,6 @@ get the scores a sequential call gets and a refit never races a prediction.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -18,18 +17,21 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..bundle import CONFIG_FILE, IncompatibleBundleError, check_destination, is_bundle, read_document
 from ..config import ConfigError, DetectorConfig, from_dict
 from ..data.images import DEFAULT_MAX_PIXELS
-from ..prediction import Prediction
-from ..scoring.levels import DECISION_LEVEL
+from ..prediction import Prediction, decision_levels
+from ..runner import Predictor
 from .cache import DetectorCache, bundle_stamp
 from .errors import ServiceError
 from .settings import STATION_DIR
+
+if TYPE_CHECKING:
+    from ..detector import Detector
 
 NAME_RULE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SERVICE_DIR = STATION_DIR  # the service's own files (deleted models on their way out, the station's)
@@ -66,15 +68,15 @@ def summary_of(name: str, document: dict, folder: Path) -> dict[str, Any]:
                                           "the bundle is damaged, refit")
     config = from_dict(document["config"])
     calibration = document["calibration"]
-    post = config.post
+    levels = decision_levels(config.post)
     modified = datetime.fromtimestamp((folder / CONFIG_FILE).stat().st_mtime, timezone.utc)
     return {
         "name": name,
         "backbone": config.backbone.name,
         "image_size": config.backbone.image_size,
         "references": document.get("n_references"),
-        "image_threshold": DECISION_LEVEL if post.image_threshold is None else post.image_threshold,
-        "pixel_threshold": DECISION_LEVEL if post.pixel_threshold is None else post.pixel_threshold,
+        "image_threshold": levels.image,
+        "pixel_threshold": levels.pixel,
         "sources": [entry.get("name") for entry in document["sources"] if isinstance(entry, dict)],
         "transductive": config.mutual.mode == "batch",
         "settings": {key: list(v) if isinstance(v, tuple) else v for key, v in config.diff().items()},
@@ -154,18 +156,16 @@ class ModelStore:
                 continue  # deleted between listing and reading
         return out
 
-    def detector(self, name: str) -> Any:
+    def detector(self, name: str) -> Predictor:
         """The loaded detector of ``name`` (from the cache when its bundle is unchanged); hold its lock."""
-        from ..detector import Detector
+        from ..loading import load
 
         path = self.require(name)
         stamp = bundle_stamp(path)
         detector = self.cache.get(name, stamp)
         if detector is None:
             try:
-                # The trailing separator keeps a model named "x.onnx" a bundle folder (load reads a
-                # path ending in .onnx as an exported file).
-                detector = Detector.load(f"{path}{os.sep}", **self.runtime)
+                detector = load(path, **self.runtime)  # a folder: a bundle, whatever its name
             except (ValueError, OSError, RecursionError) as error:  # IncompatibleBundleError, ConfigError among them
                 raise ServiceError(409, f"model {name!r} cannot be loaded, its bundle is damaged: "
                                         f"{self._clean(str(error)) or type(error).__name__}") from error
@@ -199,9 +199,13 @@ class ModelStore:
 
     def add_references(self, name: str, images: Sequence[np.ndarray]) -> dict[str, Any]:
         """Grow a model's memory and calibration with more normal images (no refit from scratch)."""
+        from ..detector import Detector
+
         path = self.require(name)
         with self.lock(name):
             detector = self.detector(name)
+            if not isinstance(detector, Detector):  # models here are bundle folders, which load as Detectors
+                raise ServiceError(409, f"model {name!r} is not a bundle: references cannot be added to it")
             try:
                 detector.add_references(list(images))
             except ValueError as error:
@@ -213,7 +217,7 @@ class ModelStore:
             self._save(name, path, detector)
         return self.summary(name)
 
-    def _save(self, name: str, path: Path, detector: Any) -> None:
+    def _save(self, name: str, path: Path, detector: Detector) -> None:
         try:
             detector.save(str(path))
         except BaseException:
@@ -237,24 +241,17 @@ class ModelStore:
                 pixel_threshold: float | None = None) -> tuple[list[Prediction], float]:
         """Score ``images`` with the model -> (predictions, the pixel level their masks used).
 
-        Thresholds given here apply to this call only (the model's own are restored after).
+        Thresholds given here apply to this call only: the shared detector is never changed.
         """
-        given = {key: value for key, value in (("image_threshold", image_threshold),
-                                               ("pixel_threshold", pixel_threshold)) if value is not None}
         with self.lock(name):
             detector = self.detector(name)
-            saved = detector.config
             try:
-                if given:
-                    detector.set_params(**given)
-                predictions = detector.predict(list(images))
-                level = detector.config.post.pixel_threshold
+                level = decision_levels(detector.config.post, image_threshold, pixel_threshold).pixel
+                predictions = detector.predict(list(images), image_threshold=image_threshold,
+                                               pixel_threshold=pixel_threshold)
             except ConfigError as error:  # the request's thresholds
                 raise ServiceError(422, str(error)) from error
             except ValueError as error:  # images are decoded and checked already: the model is at fault
                 raise ServiceError(409, f"model {name!r} cannot score images, its bundle is damaged ({error}); "
                                         f"roll it back (POST /models/{name}/rollback) or refit it") from error
-            finally:
-                if given:
-                    detector.set_params(config=saved)
-        return predictions, DECISION_LEVEL if level is None else level
+        return predictions, level

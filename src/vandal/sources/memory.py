@@ -27,9 +27,10 @@ import torch.nn.functional as F
 
 from ..memory.augment import Transform
 from ..memory.bank import BankSet
+from ..memory.graph import BankMap
 from ..memory.held_out import leave_neighbourhood_out_distance, neighbourhood_mask, token_sources
 from ..memory.maps import bank_key, memory_map, memory_tokens, sum_over_taps, tap_distances
-from .base import ScoreSource, SourceScore
+from .base import GraphTerms, HoldOut, ScoreSource, SourceScore
 
 # One reference: its rows within this distance of a token's own place (normalised units, 2 = the
 # side) are left out, about a 3 x 3 neighbourhood of the stride-16 grid at 320 px.
@@ -119,14 +120,17 @@ class MemorySource(ScoreSource):
         banks = self.banks.without(index)
         if banks is not None:
             return SourceScore(self._map(item.output.taps, banks))
-        if not self.can_hold_out_places(item):
+        if self.hold_out_alone(item) != "places":
             raise ValueError("leave-one-out needs at least two references")
         return SourceScore(self._held_out_places(item.output.taps))
 
-    def can_hold_out_places(self, item) -> bool:
-        """One reference whose rows trace back to places (a coreset's kept rows too, when built in this
-        process), and an image of one view (not tiles)."""
-        return self._traced(len(item.views))
+    def hold_out_alone(self, item) -> HoldOut:
+        """``"places"`` for one reference whose rows trace back to places (a coreset's kept rows too, when
+        built in this process) and an image of one view (not tiles); else ``"none"``."""
+        return "places" if self._traced(len(item.views)) else "none"
+
+    def graph_terms(self) -> GraphTerms:
+        return GraphTerms(map=BankMap(self.banks.banks, self.neighbourhood, self.embedder.size, self.tap_weights))
 
     def _traced(self, views: int) -> bool:
         traced = self.banks.coreset is None or set(self.banks.origins) == set(self.banks.banks)

@@ -41,6 +41,7 @@ class _Mutual(ScoreSource):
 
 class MutualObjectsSource(_Mutual):
     name = "mutual-objects"
+    option = "mutual.mode (--mutual objects)"
     mode = "objects"
     uses_objects = True
 
@@ -58,6 +59,7 @@ class MutualObjectsSource(_Mutual):
 
 class MutualBatchSource(_Mutual):
     name = "mutual-batch"
+    option = "mutual.mode (--mutual batch)"
     mode = "batch"
     transductive = True
 

@@ -23,6 +23,7 @@ def smoothed(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
 class ObjectMemorySource(ScoreSource):
     name = "objects"
+    option = "objects.individual (--individual)"
     space = "image"
     uses_objects = True
 

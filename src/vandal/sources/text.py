@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..scoring.text import pooled_text_maps, text_anomaly_maps, text_image_score
-from .base import FixedLevels, ScoreSource, SourceScore
+from .base import FixedLevels, HoldOut, ScoreSource, SourceScore
 
 ZERO_SHOT_LEVEL = 0.5  # a text probability of 0.5 is the natural boundary (per tap for the map)
 ADAPTER_PREFIX = "adapters."
@@ -21,6 +21,7 @@ ADAPTER_PREFIX = "adapters."
 
 class TextSource(ScoreSource):
     name = "text"
+    option = "text.class_name (--class-name)"
     space = "views"
     map_in_image_score = False  # the image score is the global text probability
 
@@ -53,6 +54,9 @@ class TextSource(ScoreSource):
             spec = self.embedder.backbone.spec
             self.adapters = load_adapters(self.config.text.adapters, spec).to(self.embedder.device).eval()
         return True
+
+    def hold_out_alone(self, item) -> HoldOut:
+        return "neutral"  # it learns nothing from the references
 
     def score(self, item) -> SourceScore:
         out = item.output
