@@ -140,6 +140,8 @@ class DistributionTerms(nn.Module):
 
     def __init__(self, gaussian: TokenGaussian):
         super().__init__()
+        self.mean: torch.Tensor
+        self.precision: torch.Tensor
         self.register_buffer("mean", gaussian.mean.float().cpu())
         self.register_buffer("precision", gaussian.precision.float().cpu())
 
