@@ -65,7 +65,7 @@ def refuse_unsafe_out(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     """Refuse an ``out`` that is, or is inside, a detector bundle or an input folder: results written
     there would damage the bundle (a service no longer lists it) or be read back as inputs by a later
     ``--recursive`` run. Raises :class:`OutputFolderError` naming both folders and the fix."""
-    from .bundle import CONFIG_FILE
+    from ..bundle import CONFIG_FILE
 
     target = Path(out).expanduser().resolve()
     for folder in (target, *target.parents):
