@@ -59,11 +59,13 @@ def _odd_sizes(key: str, values: tuple[int, ...] | None) -> None:
 class BackboneConfig:
     """What extracts the features (METHOD section 1); preprocessing travels with the weights."""
 
-    name: str = option("efficientnet-lite2", "Registry name, Hugging Face CLIP id or local CLIP directory.",
+    name: str = option("efficientnet-lite2", "Registry name, Hugging Face id (openai/clip-vit-*, facebook/dinov2-*) or local model directory "
+                                              "(CLIP or DINOv2, as written by save_pretrained).",
                        alias="backbone")
     image_size: int | None = option(None, "Backbone input side in pixels (default: the backbone's).")
-    taps: tuple[int, ...] | None = option(None, "Tap set: strides (EfficientNet: 8,16) or 1-based CLIP blocks "
-                                                "(6,12,18,24); default: the backbone's.")
+    taps: tuple[int, ...] | None = option(None, "Tap set: strides (EfficientNet: 8,16) or 1-based ViT blocks "
+                                                "(CLIP: 6,12,18,24; DINOv2 also -1 for the last); default: the "
+                                                "backbone's.")
     hidden_act: str | None = option(None, "CLIP activation override: gelu reproduces the APRIL-GAN reference at "
                                           "518 px (default: the checkpoint's own).", choices=HIDDEN_ACTS)
 
