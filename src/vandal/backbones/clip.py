@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Backbone, BackboneOutput, BackboneSpec, Preprocessing, check_pixels
-from .hf import local_model_dir, offline_error, read_preprocessing, require_transformers
+from .hf import load_config, local_model_dir, read_preprocessing, require_transformers
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -46,22 +46,7 @@ def default_taps(depth: int) -> tuple[int, ...]:
 
 
 def _load_config(name: str, local: bool, offline: bool = False):
-    from transformers import AutoConfig, CLIPConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name, local_files_only=local or offline)
-    except (OSError, ValueError, KeyError) as err:
-        if local:
-            raise ValueError(f"{name!r} is not a CLIP model directory: {err}") from err
-        if offline:
-            raise offline_error(name, err) from err
-        raise OSError(f"cannot fetch the config of Hugging Face model {name!r}: {err}") from err
-    if not isinstance(config, CLIPConfig):
-        raise ValueError(
-            f"{name!r} is a {getattr(config, 'model_type', type(config).__name__)!r} model, not CLIP "
-            "(config.json model_type must be 'clip')"
-        )
-    return config
+    return load_config(name, local, offline, "CLIP", ("clip",))
 
 
 def resize_position_table(table: torch.Tensor, grid: int, antialias: bool = True) -> torch.Tensor:

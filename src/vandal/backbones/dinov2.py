@@ -14,7 +14,7 @@ import torch
 
 from .base import Backbone, BackboneOutput, BackboneSpec, Preprocessing, check_pixels
 from .clip import default_taps
-from .hf import local_model_dir, offline_error, read_preprocessing, require_transformers
+from .hf import load_config, local_model_dir, read_preprocessing, require_transformers
 
 # What facebook/dinov2-* ship in preprocessor_config.json (BitImageProcessor): ImageNet statistics, bicubic.
 IMAGENET_PREPROCESSING = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resample="bicubic")
@@ -36,21 +36,8 @@ def resolve_taps(taps: tuple[int, ...] | None, depth: int) -> tuple[int, ...]:
     return resolved
 
 
-def _load_config(name: str, local: bool, offline: bool):
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name, local_files_only=local or offline)
-    except (OSError, ValueError, KeyError) as err:
-        if local:
-            raise ValueError(f"{name!r} is not a DINOv2 model directory: {err}") from err
-        if offline:
-            raise offline_error(name, err) from err
-        raise OSError(f"cannot fetch the config of Hugging Face model {name!r}: {err}") from err
-    if getattr(config, "model_type", None) not in MODEL_TYPES:
-        raise ValueError(f"{name!r} is a {getattr(config, 'model_type', type(config).__name__)!r} model, not DINOv2 "
-                         f"(config.json model_type must be one of {', '.join(MODEL_TYPES)})")
-    return config
+def _load_config(name: str, local: bool, offline: bool = False):
+    return load_config(name, local, offline, "DINOv2", MODEL_TYPES)
 
 
 class DINOv2Backbone(Backbone):

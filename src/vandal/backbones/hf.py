@@ -93,7 +93,21 @@ def read_preprocessing(name: str, local_dir: Path | None, default: Preprocessing
     return Preprocessing(mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]), resample=resample)
 
 
-def offline_error(name: str, err: Exception) -> OSError:
-    return OSError(f"Hugging Face model {name!r} is not in the local cache and downloading was not allowed: "
-                   "allow it once (--allow-download, or Detector.load(..., allow_download=True)), or refit "
-                   "with a local model directory")
+def load_config(name: str, local: bool, offline: bool, family: str, model_types: tuple[str, ...]):
+    """The model's ``transformers`` config, refused unless its ``model_type`` is one of ``model_types``."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, local_files_only=local or offline)
+    except (OSError, ValueError, KeyError) as err:
+        if local:
+            raise ValueError(f"{name!r} is not a {family} model directory: {err}") from err
+        if offline:
+            raise OSError(f"Hugging Face model {name!r} is not in the local cache and downloading was not allowed: "
+                          "allow it once (--allow-download, or Detector.load(..., allow_download=True)), or refit "
+                          "with a local model directory") from err
+        raise OSError(f"cannot fetch the config of Hugging Face model {name!r}: {err}") from err
+    if getattr(config, "model_type", None) not in model_types:
+        raise ValueError(f"{name!r} is a {getattr(config, 'model_type', type(config).__name__)!r} model, not "
+                         f"{family} (config.json model_type must be {' or '.join(repr(t) for t in model_types)})")
+    return config
