@@ -53,6 +53,10 @@ def check_exportable(detector) -> None:
             f"ONNX export covers detectors whose only score source is the global memory bank; this one also "
             f"uses {', '.join(others)} (set by {options}). Refit without that option to export, or keep the "
             "torch bundle (vandal predict MODEL_DIR ...) for it")
+    if detector.config.memory.top_fraction is not None:
+        raise NotExportableError("ONNX export scores images by the map maximum; this detector scores them by the mean "
+                                 "of the highest patch distances (memory.top_fraction, e.g. the anomaly-dino preset): "
+                                 "refit with --set memory.top_fraction=none to export, or keep the torch bundle")
     if "memory" not in detector.source_names:
         raise NotExportableError("ONNX export needs a memory bank: fit the detector on normal images")
     kind = detector.backbone_.spec.kind
