@@ -112,3 +112,62 @@ def test_service_predicts_with_the_preset(tiny_dir, textures, tmp_path):
     assert answer.status_code == 200, answer.text
     saved = Detector.load(tmp_path / "dino").predict([tests[0][0]])[0]
     assert answer.json()["results"][0]["pred_score"] == pytest.approx(saved.pred_score, rel=1e-4)
+
+
+def np_column_morphology(mask: np.ndarray, op: str) -> np.ndarray:
+    """OpenCV's 3 x 3 dilate / erode of an ``[n, 1]`` uint8 image (default borders): only the rows above
+    and below exist, so each patch meets the previous and next in raster order."""
+    out = mask.copy()
+    n = len(mask)
+    for i in range(n):
+        window = mask[max(0, i - 1):min(n, i + 2)]
+        out[i] = window.max() if op == "dilate" else window.min()
+    return out
+
+
+def np_background_mask(features: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """AnomalyDINO's compute_background_mask(threshold=10, masking_type=True), sklearn's PCA included."""
+    from sklearn.decomposition import PCA
+
+    first_pc = PCA(n_components=1, svd_solver="randomized", random_state=0).fit_transform(features.astype(np.float32))
+    mask = first_pc > 10
+    h, w = grid
+    m = mask.reshape(grid)[int(h * 0.2):int(h * 0.8), int(w * 0.2):int(w * 0.8)]
+    if m.sum() <= m.size * 0.35:
+        mask = -first_pc > 10
+    mask = np_column_morphology(mask.astype(np.uint8), "dilate")
+    mask = np_column_morphology(np_column_morphology(mask, "dilate"), "erode")  # MORPH_CLOSE
+    return mask.squeeze().astype(bool)
+
+
+@pytest.mark.parametrize("object_sign", [1.0, -1.0])
+def test_background_mask_matches_the_authors_formula(object_sign):
+    pytest.importorskip("sklearn")
+    from vandal.memory.background import background_mask
+
+    rng = np.random.default_rng(3)
+    h = w = 10
+    direction = rng.normal(size=32)
+    direction /= np.linalg.norm(direction)
+    inside = np.zeros((h, w), bool)
+    inside[2:8, 3:8] = True
+    inside[5, 5] = False  # a hole the closing fills
+    features = rng.normal(size=(h * w, 32)) + np.where(inside.reshape(-1, 1), 14.0, -14.0) * object_sign * direction
+    ours = background_mask(torch.tensor(features, dtype=torch.float32).reshape(h, w, 32))
+    np.testing.assert_array_equal(ours.numpy().reshape(-1), np_background_mask(features, (h, w)))
+    assert ours[2:8, 3:8].all() and not ours[0].any()
+
+
+def test_masking_zeroes_the_background_patches(tiny_dir, textures):
+    references, tests = textures
+    detector = Detector(preset="anomaly-dino", backbone=tiny_dir, image_size=SIZE, mask_background=True,
+                        progress=False).fit(references[:1])
+    item = detector.embedder_.image(tests[0][0])
+    source = next(s for s in detector.sources_ if s.name == "memory")
+    from vandal.memory.background import background_mask
+    from vandal.memory.maps import tap_distances
+
+    mask = background_mask(item.output.taps[-1][0])
+    raw = tap_distances(item.output.taps, source.banks.banks, source.neighbourhood)[0][0]
+    expected = float((raw * mask).reshape(-1).max())  # 16 patches: top 1% is the maximum
+    assert source.score(item).image_score == pytest.approx(expected, abs=1e-6)

@@ -98,6 +98,9 @@ class MemoryConfig:
                                   "never (neighbourhood and augment as set).", choices=TEXTURE_MODES)
     rotations: bool = option(False, "Also bank each reference turned by 45, 90, ..., 315 degrees (AnomalyDINO's "
                                     "rotation augmentation, reflection padding).")
+    mask_background: bool = option(False, "Zero-shot background masking of test patches (AnomalyDINO, for objects on "
+                                          "a plain background; DINOv2 taps): patches off the first principal "
+                                          "component's object side score 0.")
     top_fraction: float | None = option(None, "Image score: the mean of this highest fraction of the patch "
                                               "distances, summed over taps (AnomalyDINO: 0.01), instead of the map "
                                               "maximum; default: the maximum.")

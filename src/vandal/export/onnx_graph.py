@@ -53,6 +53,9 @@ def check_exportable(detector) -> None:
             f"ONNX export covers detectors whose only score source is the global memory bank; this one also "
             f"uses {', '.join(others)} (set by {options}). Refit without that option to export, or keep the "
             "torch bundle (vandal predict MODEL_DIR ...) for it")
+    if detector.config.memory.mask_background:
+        raise NotExportableError("ONNX export does not cover background masking (memory.mask_background: a PCA per "
+                                 "image); refit without it to export, or keep the torch bundle")
     if detector.config.memory.top_fraction is not None:
         raise NotExportableError("ONNX export scores images by the map maximum; this detector scores them by the mean "
                                  "of the highest patch distances (memory.top_fraction, e.g. the anomaly-dino preset): "

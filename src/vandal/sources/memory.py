@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..memory.augment import Transform
+from ..memory.background import masked_grids
 from ..memory.bank import BankSet
 from ..memory.held_out import leave_neighbourhood_out_distance, neighbourhood_mask, token_sources
 from ..memory.maps import bank_key, memory_tokens, sum_over_taps, tap_distances, top_mean
@@ -113,10 +114,13 @@ class MemorySource(ScoreSource):
         inverse = [1.0 / spread for spread in spreads]
         return [value * len(inverse) / sum(inverse) for value in inverse]
 
-    def _answer(self, grids: list[torch.Tensor]) -> SourceScore:
-        """Per-tap distance grids ``[V, h_t, w_t]`` -> the map ``[V, S, S]`` and, with
-        ``memory.top_fraction``, the image score: per tap the mean of the highest fraction of the
-        patch distances of all views (at least one patch, as AnomalyDINO's ``mean_top1p``), summed."""
+    def _answer(self, grids: list[torch.Tensor], taps: list[torch.Tensor]) -> SourceScore:
+        """Per-tap distance grids ``[V, h_t, w_t]`` of views with ``taps`` -> the map ``[V, S, S]`` and,
+        with ``memory.top_fraction``, the image score: per tap the mean of the highest fraction of the
+        patch distances of all views (at least one patch, as AnomalyDINO's ``mean_top1p``), summed.
+        ``memory.mask_background`` first zeroes the background patches (:mod:`vandal.memory.background`)."""
+        if self.config.memory.mask_background:
+            grids = masked_grids(grids, taps[-1])
         maps = sum_over_taps(grids, self.embedder.size, self.tap_weights)
         if self.top_fraction is None:
             return SourceScore(maps)
@@ -124,15 +128,16 @@ class MemorySource(ScoreSource):
         return SourceScore(maps, image_score=sum(w * top_mean(g, self.top_fraction) for w, g in zip(weights, grids)))
 
     def score(self, item) -> SourceScore:
-        return self._answer(tap_distances(item.output.taps, self.banks.banks, self.neighbourhood))
+        taps = item.output.taps
+        return self._answer(tap_distances(taps, self.banks.banks, self.neighbourhood), taps)
 
     def score_left_out(self, index: int, item) -> SourceScore:
         banks = self.banks.without(index)
         if banks is not None:
-            return self._answer(tap_distances(item.output.taps, banks, self.neighbourhood))
+            return self._answer(tap_distances(item.output.taps, banks, self.neighbourhood), item.output.taps)
         if not self.can_hold_out_places(item):
             raise ValueError("leave-one-out needs at least two references")
-        return self._answer(self._held_out_place_grids(item.output.taps))
+        return self._answer(self._held_out_place_grids(item.output.taps), item.output.taps)
 
     def can_hold_out_places(self, item) -> bool:
         """One reference whose rows trace back to places (a coreset's kept rows too, when built in this
