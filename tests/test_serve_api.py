@@ -39,7 +39,7 @@ def service(tmp_path_factory, images):
 
     models = tmp_path_factory.mktemp("models")
     app = create_app(models=models, device="cpu", max_pixels=2_000_000, max_upload_mb=0.25, max_files=8)
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://127.0.0.1")  # a loopback Host: the DNS-rebinding guard allows it
     created = client.post("/models/base", files=parts(list(images["references"].items())),
                           data={"settings": FIT_SETTINGS})
     assert created.status_code == 201, created.text
@@ -112,9 +112,9 @@ def test_include_and_per_request_thresholds(service, images):
     client, _, _ = service
     defect = {"defect.png": images["arrays"]["defect.png"]}
     only_mask = predict(client, "base", defect, "?include=mask_png").json()["results"][0]
-    assert set(only_mask) == {"file", "pred_score", "pred_label", "mask_png"}
+    assert set(only_mask) == {"file", "pred_score", "pred_label", "mask_png", "inspection_id"}
     bare = predict(client, "base", defect, "?include=").json()["results"][0]
-    assert set(bare) == {"file", "pred_score", "pred_label"}
+    assert set(bare) == {"file", "pred_score", "pred_label", "inspection_id"}
     high = predict(client, "base", defect, "?include=mask_png&image_threshold=1e6&pixel_threshold=1e6").json()
     assert high["results"][0]["pred_label"] is False and decode_png(high["results"][0]["mask_png"]).max() == 0
     again = predict(client, "base", defect, "?include=").json()["results"][0]

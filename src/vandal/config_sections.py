@@ -58,7 +58,7 @@ def _odd_sizes(key: str, values: tuple[int, ...] | None) -> None:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """What extracts the features (METHOD section 1); preprocessing travels with the weights."""
+    """What extracts the features (docs/method.md §1); preprocessing travels with the weights."""
 
     name: str = option("efficientnet-lite2", "Registry name, Hugging Face id (openai/clip-vit-*, facebook/dinov2-*) or local model directory "
                                               "(CLIP or DINOv2, as written by save_pretrained).",
@@ -88,7 +88,7 @@ class ViewsConfig:
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    """The global memory bank of reference patches (METHOD section 5)."""
+    """The global memory bank of reference patches (docs/method.md §5)."""
 
     neighbourhood: tuple[int, ...] = option((3,), "Memory comparison scales: r x r token averaging, e.g. 1,3,5.")
     augment: bool = option(False, "Add 11 augmented views of each reference (rotations, shifts, flips).")
@@ -144,7 +144,7 @@ class DistributionConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    """Zero-shot text prompts (METHOD sections 2-4): CLIP backbones only."""
+    """Zero-shot text prompts (docs/method.md §2-4): CLIP backbones only."""
 
     class_name: str | None = option(None, "Object name for the text prompts (CLIP backbones): turns the text "
                                           "map on.")

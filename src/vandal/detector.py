@@ -72,9 +72,7 @@ def decode_workers(device: str) -> int:
 
     A GPU is fed by several. On a CPU the backbone's threads own the cores: a decoding thread helps
     only on a core they leave spare. Without one it slows the whole predict: it preempts one of the
-    backbone's OpenMP threads, and every parallel region waits for that straggler. Measured on 2 cores
-    (bottle 900 x 900 PNG, k = 4, 40 images, 2 torch threads): 9.6-9.8 images/s decoding ahead, 10.4-10.8
-    decoding in turn.
+    backbone's OpenMP threads, and every parallel region waits for that straggler (docs/performance.md).
     """
     try:
         cores = len(os.sched_getaffinity(0))

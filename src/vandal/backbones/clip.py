@@ -1,4 +1,4 @@
-"""CLIP ViT through Hugging Face ``transformers``: the papers' backbone (METHOD section 1).
+"""CLIP ViT through Hugging Face ``transformers``: the papers' backbone (docs/method.md §1).
 
 Weights come from a Hugging Face id (downloaded once into the HF cache) or a local directory
 written by ``save_pretrained``; a local directory never touches the network.

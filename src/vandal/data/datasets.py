@@ -1,4 +1,4 @@
-"""Dataset layouts as lists of image paths (METHOD section 7).
+"""Dataset layouts as lists of image paths (docs/method.md §7).
 
 Loaders never decode images: they return :class:`Sample` records (path, label, mask path) split
 into normal references (``train``) and the test set, one :class:`CategorySplit` per category.

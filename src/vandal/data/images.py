@@ -98,9 +98,8 @@ _PILLOW_CHUNKS = (b"eXIf", b"tRNS", b"Raw profile type exif", b"XML:com.adobe.xm
 def _plain_png(opened: Image.Image, path: Path | io.BytesIO) -> np.ndarray | None:
     """An 8-bit RGB PNG without transparency or EXIF (camera exports, MVTec AD), decoded by libpng
     through imagecodecs; None for anything else, or when libpng refuses the file (Pillow then decodes
-    it and reports the error). Pillow's PNG decoder is the bottleneck of a predict's decoding: on
-    bottle's 900 x 900 PNGs 18.6 ms against 12.0 ms here (``benchmarks/bench_speed.py --parts``, 2
-    cores; in a side test on a loaded machine pyspng was as fast and OpenCV slower), and imagecodecs
+    it and reports the error). Pillow's PNG decoder is the bottleneck of a predict's decoding
+    (``benchmarks/bench_speed.py --parts``; docs/performance.md), and imagecodecs
     releases the GIL as Pillow does (pyspng holds it, which stalls the thread that runs the
     backbone). The pixels are identical (tests/test_images.py)."""
     if (opened.format != "PNG" or opened.mode != "RGB" or "transparency" in opened.info

@@ -1,4 +1,4 @@
-"""Benchmark evaluation (METHOD section 6): every (category, shots, seed) cell -> the papers' metrics.
+"""Benchmark evaluation (docs/method.md §6): every (category, shots, seed) cell -> the papers' metrics.
 
 A cell fits a detector on ``k`` references drawn by :func:`~vandal.data.sampling.sample_shots`
 (zero-shot: none; text prompts name the category when the backbone has a text encoder), predicts

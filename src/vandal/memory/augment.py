@@ -39,7 +39,7 @@ class Transform:
 
 
 def paper_transforms(rotations: bool = True, translations: bool = True, flips: bool = True) -> list[Transform]:
-    """The views METHOD section 5 lists, identity first (11 with everything on)."""
+    """The views docs/method.md §5 lists, identity first (11 with everything on)."""
     views = [Transform()]
     if rotations:
         views += [Transform(angle=a) for a in (math.pi / 16, -math.pi / 16, math.pi / 8, -math.pi / 8)]

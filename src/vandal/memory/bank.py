@@ -1,4 +1,4 @@
-"""Memory banks of reference patch tokens and chunked nearest-neighbour search (METHOD section 5).
+"""Memory banks of reference patch tokens and chunked nearest-neighbour search (docs/method.md §5).
 
 One bank per tap. A test token's score is ``min over bank of (1 - cos)``. The search is chunked
 over queries and over the bank, so peak memory is bounded by ``chunk_elements`` whatever the

@@ -1,4 +1,4 @@
-"""From tap grids to one memory map (METHOD section 5): pooled tokens, banks, per-tap distances summed."""
+"""From tap grids to one memory map (docs/method.md §5): pooled tokens, banks, per-tap distances summed."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def tap_distances(taps: list[torch.Tensor], banks: Mapping[str, MemoryBank],
 def memory_map(taps: list[torch.Tensor], banks: Mapping[str, MemoryBank], neighbourhood: Sequence[int],
                size: int, weights: Sequence[float] | None = None) -> torch.Tensor:
     """N inputs' taps -> :func:`tap_distances` upsampled to ``size`` and summed over taps (weighted
-    when ``weights`` are given): ``[N, size, size]`` (METHOD section 5)."""
+    when ``weights`` are given): ``[N, size, size]`` (docs/method.md §5)."""
     return sum_over_taps(tap_distances(taps, banks, neighbourhood), size, weights)
 
 

@@ -56,7 +56,7 @@ class TapAdapters(nn.Module):
 
 def zero_shot_maps(adapters: TapAdapters, taps: Sequence[torch.Tensor], text: torch.Tensor,
                    size: int | tuple[int, int], smoothing_sigma: float = 0.0) -> torch.Tensor:
-    """APRIL-GAN's zero-shot map with trained adapters (METHOD section 3) -> ``[B, H, W]`` in ``[0, n]``.
+    """APRIL-GAN's zero-shot map with trained adapters (docs/method.md §3) -> ``[B, H, W]`` in ``[0, n]``.
 
     taps ``[B, h, w, C_n]``; text ``[2, D]``. Per tap: linear layer, normalise, ``100 * F @ T.T``,
     upsample the logits, softmax, abnormal channel; summed over taps. ``smoothing_sigma > 0``

@@ -1,4 +1,4 @@
-"""Zero-shot text scoring (METHOD sections 3 and 4): pure functions on tensors.
+"""Zero-shot text scoring (docs/method.md §3 and §4): pure functions on tensors.
 
 ``text`` is always ``T`` of shape ``[2, D]`` (row 0 normal, row 1 abnormal), see
 :func:`vandal.prompts.text_features`. Features are normalised here, so callers may pass raw
@@ -82,7 +82,7 @@ pool_tokens = pool_neighbourhood
 def pooled_text_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor,
                      size: int | tuple[int, int], scales: Sequence[int] = (1, 3, 5),
                      temperature: float = TEMPERATURE) -> torch.Tensor:
-    """The cheap multi-scale variant (METHOD section 4): ``[B, H, W]`` in ``[0, n_taps]``.
+    """The cheap multi-scale variant (docs/method.md §4): ``[B, H, W]`` in ``[0, n_taps]``.
 
     For each tap, the projected tokens are pooled over ``r x r`` neighbourhoods for each ``r`` in
     ``scales``, each pooled grid is scored as in :func:`text_anomaly_maps`, the per-scale

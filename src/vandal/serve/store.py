@@ -29,9 +29,19 @@ from ..prediction import Prediction
 from ..scoring.levels import DECISION_LEVEL
 from .cache import DetectorCache, bundle_stamp
 from .errors import ServiceError
+from .settings import STATION_DIR
 
 NAME_RULE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-SERVICE_DIR = ".vandal-serve"  # the service's own files (deleted models on their way out)
+SERVICE_DIR = STATION_DIR  # the service's own files (deleted models on their way out, the station's)
+
+
+def holds_bundle(folder: Path) -> bool:
+    """A model folder: a bundle, or one whose JSON is nested too deeply to read (a damaged model, listed
+    with its error, never a crash of the listing)."""
+    try:
+        return is_bundle(folder)
+    except RecursionError:
+        return True
 
 
 def check_name(name: str) -> str:
@@ -112,7 +122,7 @@ class ModelStore:
     def require(self, name: str) -> Path:
         """The folder of an existing model, or 404."""
         path = self.path(name)
-        if not is_bundle(path):
+        if not holds_bundle(path):
             raise ServiceError(404, f"no model named {name!r}; GET /models lists them")
         return path
 
@@ -122,7 +132,7 @@ class ModelStore:
         found = []
         for entry in self.root.iterdir():
             if NAME_RULE.fullmatch(entry.name) and not entry.name.startswith(".") and not entry.is_symlink() \
-                    and entry.is_dir() and is_bundle(entry):
+                    and entry.is_dir() and holds_bundle(entry):
                 found.append(entry.name)
         return sorted(found)
 
@@ -132,6 +142,8 @@ class ModelStore:
             return summary_of(name, read_document(path), path)
         except (IncompatibleBundleError, ConfigError, OSError) as error:
             return {"name": name, "error": self._clean(str(error))}
+        except RecursionError:
+            return {"name": name, "error": f"{name}/{CONFIG_FILE}: nested too deeply to read; the bundle is damaged"}
 
     def summaries(self) -> list[dict[str, Any]]:
         out = []
@@ -154,8 +166,9 @@ class ModelStore:
                 # The trailing separator keeps a model named "x.onnx" a bundle folder (load reads a
                 # path ending in .onnx as an exported file).
                 detector = Detector.load(f"{path}{os.sep}", **self.runtime)
-            except (IncompatibleBundleError, ConfigError, OSError) as error:
-                raise ServiceError(409, f"model {name!r} cannot be loaded: {self._clean(str(error))}") from error
+            except (ValueError, OSError, RecursionError) as error:  # IncompatibleBundleError, ConfigError among them
+                raise ServiceError(409, f"model {name!r} cannot be loaded, its bundle is damaged: "
+                                        f"{self._clean(str(error)) or type(error).__name__}") from error
             self.cache.put(name, stamp, detector)
         return detector
 
@@ -236,8 +249,11 @@ class ModelStore:
                     detector.set_params(**given)
                 predictions = detector.predict(list(images))
                 level = detector.config.post.pixel_threshold
-            except ValueError as error:  # bad thresholds (ConfigError), or images this model cannot score
+            except ConfigError as error:  # the request's thresholds
                 raise ServiceError(422, str(error)) from error
+            except ValueError as error:  # images are decoded and checked already: the model is at fault
+                raise ServiceError(409, f"model {name!r} cannot score images, its bundle is damaged ({error}); "
+                                        f"roll it back (POST /models/{name}/rollback) or refit it") from error
             finally:
                 if given:
                     detector.set_params(config=saved)

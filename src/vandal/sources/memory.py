@@ -1,4 +1,4 @@
-"""The global memory bank (METHOD section 5; Multi-Scale Memory Comparison's global bank).
+"""The global memory bank (docs/method.md §5; Multi-Scale Memory Comparison's global bank).
 
 Every view of every reference (and its augmented views) is banked per tap and neighbourhood scale
 (or, with ``memory.coreset``, a greedy k-centre coreset of them: many references stay fast); a
@@ -36,8 +36,7 @@ from .base import ScoreSource, SourceScore
 # side) are left out, about a 3 x 3 neighbourhood of the stride-16 grid at 320 px.
 PLACE_RADIUS = 0.2
 # A memory of more reference views than this without a coreset gets a warning: the exact search grows
-# with the bank (benchmarks/bench_references.py, bottle: 200 augmented references, 2,200 views, predict
-# 5.1 s per image against 0.13 s with --coreset 16, pixel AUROC 0.9864 against 0.9862).
+# with the bank (measured by benchmarks/bench_references.py; figures in docs/performance.md).
 LARGE_MEMORY_VIEWS = 64
 SPREAD_REFERENCES = 4  # textures: references whose held-out distances measure each tap's spread
 SPREAD_FLOOR = 1e-6  # a tap's held-out distances spread less than this (identical references): no weights
@@ -89,8 +88,8 @@ class MemorySource(ScoreSource):
         if self.banks.coreset is None and views > LARGE_MEMORY_VIEWS:
             warnings.warn(f"the memory holds {views} reference views ({len(self.banks)} references with their "
                           "augmented views), and every test token is compared with all of them: predict slows in "
-                          "proportion. Keep a coreset with --coreset 16 (Python: coreset=16; bottle, 200 augmented "
-                          "references: 0.13 s instead of 5.1 s per image, the same pixel AUROC within 0.02 pt)",
+                          "proportion. Keep a coreset with --coreset 16 (Python: coreset=16), which scores about as well "
+                          "at a fraction of the time",
                           stacklevel=2)
         return bool(self.banks.banks)
 

@@ -1,4 +1,4 @@
-"""Zero-shot text scoring (METHOD sections 3 and 4): APRIL-GAN's patch-text map and image score.
+"""Zero-shot text scoring (docs/method.md §3 and §4): APRIL-GAN's patch-text map and image score.
 
 Needs a CLIP backbone and a class name. The map is, per tap, the abnormal probability of the
 projected tokens (trained adapters, or the training-free projection) against the prompt ensemble,
@@ -78,7 +78,7 @@ class TextSource(ScoreSource):
             windows = window_text_map(backbone, inputs.to(self.embedder.device), self.text, sizes)
         windows = F.interpolate(windows[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
         # Per tap: the harmonic mean of its full-image patch probability and every window scale, each
-        # weighted alike (METHOD section 4). `windows` is already the harmonic mean of n scales, so
+        # weighted alike (docs/method.md §4). `windows` is already the harmonic mean of n scales, so
         # 1/w_2 + ... + 1/w_n = n / windows.
         n = len(sizes)
         return sum((n + 1) / (text_anomaly_maps([p], self.text, size).reciprocal() + n / windows)

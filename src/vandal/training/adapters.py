@@ -1,4 +1,4 @@
-"""Training APRIL-GAN's per-tap adapters (METHOD section 3), resumable epoch by epoch.
+"""Training APRIL-GAN's per-tap adapters (docs/method.md §3), resumable epoch by epoch.
 
 Only the linear layers learn: the backbone is frozen and ``T`` is computed once per class. The
 backbone forward runs under autocast on CUDA (mixed precision); the adapters, their gradients and

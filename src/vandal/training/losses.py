@@ -1,4 +1,4 @@
-"""APRIL-GAN's segmentation losses (METHOD section 3), written as pure functions.
+"""APRIL-GAN's segmentation losses (docs/method.md §3), written as pure functions.
 
 Both follow the reference code's ``FocalLoss`` / ``BinaryDiceLoss`` exactly, including their
 small constants, so trained adapters are comparable with the authors' release.
