@@ -107,7 +107,8 @@ def test_service_predicts_with_the_preset(tiny_dir, textures, tmp_path):
     references, tests = textures
     Detector(preset="anomaly-dino", backbone=tiny_dir, image_size=SIZE, progress=False).fit(references).save(
         tmp_path / "dino")
-    client = TestClient(create_app(models=tmp_path, device="cpu", max_pixels=2_000_000))
+    client = TestClient(create_app(models=tmp_path, device="cpu", max_pixels=2_000_000),
+                        base_url="http://127.0.0.1")  # a loopback Host: the DNS-rebinding guard allows it
     answer = client.post("/models/dino/predict?include=", files=parts([("x.png", png_bytes(tests[0][0]))]))
     assert answer.status_code == 200, answer.text
     saved = Detector.load(tmp_path / "dino").predict([tests[0][0]])[0]

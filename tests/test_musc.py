@@ -170,7 +170,8 @@ def test_musc_bundle_predicts_through_the_service(batch, tmp_path):
     from serve_helpers import parts, png_bytes
 
     Detector(preset="musc", image_size=128, progress=False).fit().save(tmp_path / "models" / "musc")
-    client = TestClient(create_app(models=tmp_path / "models", device="cpu", max_pixels=2_000_000))
+    client = TestClient(create_app(models=tmp_path / "models", device="cpu", max_pixels=2_000_000),
+                        base_url="http://127.0.0.1")  # a loopback Host: the DNS-rebinding guard allows it
     answer = client.post("/models/musc/predict?include=",
                          files=parts([(f"{i}.png", png_bytes(image)) for i, image in enumerate(batch)]))
     assert answer.status_code == 200, answer.text
