@@ -106,8 +106,7 @@ def mutual_batch_maps(taps: Sequence[torch.Tensor], image_index: torch.Tensor, s
     if scoring != "musc":
         raise ValueError(f"mutual scoring must be nearest or musc, got {scoring!r}")
     return sum_over_taps((torch.stack([
-        lowest_mean(group_distances(lnamd(F.layer_norm(grid, tuple(grid.shape[1:])), r), image_index), image_index,
-                    lowest)
+        lowest_mean(group_distances(lnamd(F.layer_norm(grid, tuple(grid.shape[1:])), r), image_index), lowest)
         for r in neighbourhood]).mean(0) for grid in taps), size)
 
 
@@ -151,7 +150,7 @@ def group_distances(tokens: torch.Tensor, groups: torch.Tensor, query_chunk: int
     return distance.masked_fill(own, float("inf")).reshape(n, h, w, count)
 
 
-def lowest_mean(distances: torch.Tensor, groups: torch.Tensor, fraction: float) -> torch.Tensor:
+def lowest_mean(distances: torch.Tensor, fraction: float) -> torch.Tensor:
     """MSM: ``[N, h, w, G]`` per-group distances -> ``[N, h, w]``, the mean of each token's lowest
     ``int(fraction * (G - 1))`` distances to the *other* groups (at least one)."""
     others = distances.shape[-1] - 1
