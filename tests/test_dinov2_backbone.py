@@ -141,3 +141,16 @@ def test_cli_fit_with_a_dinov2_directory(tiny_dir, textures, tmp_path):
                                  str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "predictions.csv").is_file()
+
+
+def test_onnx_export_of_a_dinov2_memory_detector(tiny_dir, textures, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vandal.export import OnnxDetector, export_onnx
+
+    references, tests = textures
+    detector = Detector(backbone=tiny_dir, image_size=56, taps=(2, 4), distribution="off", progress=False)
+    detector.fit(references)
+    export_onnx(detector, tmp_path / "m.onnx")
+    ours, theirs = detector.predict([tests[0][0]])[0], OnnxDetector(tmp_path / "m.onnx").predict([tests[0][0]])[0]
+    assert theirs.pred_score == pytest.approx(ours.pred_score, rel=1e-4, abs=1e-5)

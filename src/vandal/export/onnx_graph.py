@@ -30,7 +30,7 @@ from ..scoring.smoothing import gaussian_smooth
 # for the 40 x 40 tap of EfficientNet-Lite2 at 320 px), however large the bank.
 GRAPH_BANK_BLOCK = 4096
 OUTPUTS = ("pred_score", "anomaly_map", "raw_map", "dist_delta", "dist_pdelta")
-EXPORTABLE_BACKBONES = ("efficientnet-lite2", "clip")
+EXPORTABLE_BACKBONES = ("efficientnet-lite2", "clip", "dinov2")
 # Source -> the option that turned it on, for the refusal message.
 SOURCE_OPTIONS = {"text": "text.class_name (--class-name)", "objects": "objects.individual (--individual)",
                   "mutual-objects": "mutual.mode (--mutual objects)", "mutual-batch": "mutual.mode (--mutual batch)"}
