@@ -177,3 +177,11 @@ def test_musc_bundle_predicts_through_the_service(batch, tmp_path):
     assert answer.status_code == 200, answer.text
     scores = [p["pred_score"] for p in answer.json()["results"]]
     assert len(scores) == len(batch) and max(scores[:2]) < min(scores[2:])
+
+
+def test_musc_decision_level_is_the_cosine_level_in_euclidean_units():
+    detector = Detector(preset="musc", image_size=64, progress=False).fit()
+    source = next(s for s in detector.sources_ if s.name == "mutual-batch")
+    levels = source.fixed_levels()
+    assert levels.pixel == pytest.approx(np.sqrt(2 * 0.3) * 2)  # two taps
+    assert levels.image == levels.pixel  # re-scored image scores stay in map units

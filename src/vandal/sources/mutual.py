@@ -13,6 +13,8 @@ whole call (RsCIN) from each image's global features.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..data.layout import merge_views
@@ -61,7 +63,10 @@ class _Mutual(ScoreSource):
         return True
 
     def fixed_levels(self) -> FixedLevels:
-        level = MUTUAL_THRESHOLD_PER_TAP * len(self.embedder.backbone.spec.taps)
+        per_tap = MUTUAL_THRESHOLD_PER_TAP
+        if self.config.mutual.scoring == "musc":  # the same cosine level as a Euclidean distance of unit vectors
+            per_tap = math.sqrt(2.0 * MUTUAL_THRESHOLD_PER_TAP)
+        level = per_tap * len(self.embedder.backbone.spec.taps)
         # Re-scored image scores stay in map-maximum units, so the map's level applies to them too.
         image = level if not self.map_in_image_score else 0.0
         return FixedLevels(image=image, pixel=level, method=f"mutual-{self.mode} (heuristic)")
