@@ -5,7 +5,7 @@ start in a fresh process with the default detector (EfficientNet-Lite2, squash):
 
 - ``fit``: ``Detector().fit([path])`` with one reference (k = 1: perturbed-reference calibration);
 - ``predict``: ``detector.predict([path])`` (the Prediction, map and mask, is kept);
-- ``predict+write``: :func:`vandal.report.write_outputs` as ``vandal predict --save-maps`` does it
+- ``predict+write``: :func:`vandal.outputs.run.write_outputs` as ``vandal predict --save-maps`` does it
   (overlay and mask PNG, float16 map .npy).
 
 The model is built once and reused (``create_backbone`` is patched to return it). Peak = the

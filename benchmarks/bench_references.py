@@ -84,7 +84,7 @@ def run_one(args: argparse.Namespace) -> dict:
     spent: dict[str, float] = {}
     timed(vandal.memory.bank, "greedy_k_centre", spent, "coreset")
     timed(vandal.memory.bank, "reduce_grouped", spent, "coreset")
-    timed(vandal.calibrating, "calibrate_sources", spent, "calibrate")
+    timed(vandal.calibration, "calibrate_sources", spent, "calibrate")
     split = next(iter(load_folder(args.root).values()))
     references = [s.path for s in sample_shots(split.train, args.refs, 0)]
     detector = Detector(augment=bool(args.augment), coreset=args.budget or None, device="cpu", progress=False)

@@ -36,4 +36,4 @@ def test_help_of_every_command_loads_no_heavy_library():
 
 def test_a_detector_without_object_banks_does_not_load_scipy():
     # scipy.ndimage (~0.35 s) is for the classical segmenter only; the default predict path skips it.
-    assert "scipy" not in _loaded_after("import vandal.detector, vandal.report")
+    assert "scipy" not in _loaded_after("import vandal.detector, vandal.outputs.run")

@@ -194,6 +194,9 @@ def test_listing_filters_cursor_and_csv(station):
     table = client.get("/inspections.csv", params={"model": "victim"}, headers=viewer)
     rows = list(csv.DictReader(io.StringIO(table.text)))
     assert [int(r["id"]) for r in rows] == seen and rows[0]["model"] == "victim"
+    predict(station, {"=HYPERLINK(1).png": station.normal}, query="?include=")
+    table = client.get("/inspections.csv", params={"model": "victim"}, headers=viewer).text
+    assert "'=HYPERLINK(1).png" in table, "file names are never formulas in a spreadsheet"
 
 
 def test_records_survive_a_restart(station):
@@ -232,6 +235,7 @@ def test_reviews_supersede_and_stats_show_them(station):
     assert total["scored"] >= 2 and total["flagged"] >= 1 and total["reviewed"] >= 1
     assert total["false_alarm_rate"] is not None and 0 < total["false_alarm_rate"] <= 1
     assert total["score_quantiles"]["p50"] is not None
+    assert sum(stats["histogram"]["counts"]) == total["scored"]
     assert client.get("/models/victim/stats?bucket=week", headers=keys["viewer"]).status_code == 422
 
 
@@ -311,3 +315,45 @@ def test_a_bundle_with_an_empty_memory_is_reported_as_damaged(station):
     answer = predict(station, {"n.png": station.normal}, model="hollow")
     assert answer.status_code == 409, answer.text  # the server's bundle, not the client's request
     assert "hollow" in answer.json()["detail"] and "damaged" in answer.json()["detail"]
+
+
+def test_overwrite_and_delete_are_versions_and_audited(station):
+    client, admin = station.client, station.keys["admin"]
+    references = parts([(f"r{i}.png", png_bytes(texture(70 + i, 72))) for i in range(2)])
+    first = client.post("/models/temp", files=references, data={"settings": FIT_SETTINGS}, headers=admin).json()
+    second = client.post("/models/temp?overwrite=true", files=references, data={"settings": FIT_SETTINGS},
+                         headers=admin)
+    assert second.status_code == 201 and second.json()["version"] == first["version"] + 1
+    assert client.get("/models/temp/versions", headers=admin).json()["versions"][0]["action"] == "overwrite"
+    assert client.delete("/models/temp", headers=admin).status_code == 204
+    assert len(client.get("/models/temp/versions", headers=admin).json()["versions"]) == 2, "history stays"
+    audit = [(e["action"], e["target"], e["actor"]) for e in client.get("/audit", headers=admin).json()["audit"]]
+    assert ("model.delete", "temp", "admin-key") in audit and ("model.overwrite", "temp", "admin-key") in audit
+
+
+def test_the_api_docs_name_every_station_route_and_the_key(station):
+    spec = station.client.get("/openapi.json").json()
+    assert {"/inspections", "/inspections.csv", "/inspections/{inspection_id}", "/inspections/{inspection_id}/image",
+            "/inspections/{inspection_id}/overlay", "/inspections/{inspection_id}/review", "/models/{name}/stats",
+            "/models/{name}/versions", "/models/{name}/rollback", "/audit", "/me", "/keys"} <= set(spec["paths"])
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    references = spec["paths"]["/models/{name}/references"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(references)
+
+
+def test_a_database_that_goes_away_is_a_503_not_a_crash(tmp_path):
+    from fastapi.testclient import TestClient
+    from sqlalchemy.exc import OperationalError
+
+    from vandal.serve import create_app
+
+    app = create_app(models=tmp_path, device="cpu")
+    client = TestClient(app, base_url=BASE)
+
+    def unreachable() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    app.state.station.db.connect = unreachable  # as a PostgreSQL server restarting would answer
+    answer = client.get("/inspections")
+    assert answer.status_code == 503 and "database is unavailable" in answer.json()["detail"]
+    assert answer.headers["Retry-After"] == "5"

@@ -44,6 +44,8 @@ def test_keys_take_a_database_url(tmp_path):
     url = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
     assert run("keys", "add", "a", "--role", "viewer", "--database", url).exit_code == 0
     assert "a\tviewer" in run("keys", "list", "--database", url).output
+    from_env = CliRunner().invoke(app, ["keys", "list"], env={"VANDAL_DATABASE": url}, catch_exceptions=False)
+    assert "a\tviewer" in from_env.output
     bad = run("keys", "list", "--database", "nonsense://x")
     assert bad.exit_code != 0 and "--database" in bad.output
 
@@ -55,7 +57,7 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_key(tmp_path):
     assert "--no-auth" in refused.output
 
 
-def test_station_helpers():
+def test_station_helpers(capsys):
     from vandal.cli.serve import auth_mode, is_loopback, served_names
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
@@ -63,4 +65,5 @@ def test_station_helpers():
     names = served_names("10.1.2.3", ("line.example",))
     assert {"localhost", "127.0.0.1", "10.1.2.3", "line.example"} <= set(names)
     assert auth_mode("0.0.0.0", True, None, None) == "off"
+    assert "warning: --no-auth" in capsys.readouterr().err
     assert auth_mode("127.0.0.1", False, None, None) == "auto"

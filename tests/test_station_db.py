@@ -37,9 +37,9 @@ def test_migrations_create_the_schema_once_and_wal_is_on(tmp_path):
     Database(f"sqlite:///{path}").dispose()  # a second open migrates nothing and keeps the data
     with first.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"  # the newest
         tables = {row[0] for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"inspections", "reviews", "model_versions", "api_keys", "audit"} <= tables
+    assert {"inspections", "reviews", "model_versions", "api_keys", "audit", "watched_files"} <= tables
     first.dispose()
 
 
@@ -155,6 +155,10 @@ def test_stats_count_rates_and_quantiles(db):
     assert day["scored"] == 4 and day["score_quantiles"]["p50"] == pytest.approx(0.45)
     with pytest.raises(ValueError, match="bucket"):
         stats.bucketed(rows, "week")
+    spread = stats.histogram(rows)
+    assert len(spread["edges"]) == 21 and spread["edges"][0] == 0 and spread["edges"][-1] == 1.0
+    assert sum(spread["counts"]) == 4 and spread["counts"][18] == 1  # 0.9 in [0.9, 0.95)
+    assert stats.histogram([]) == {"edges": [round(i / 20, 6) for i in range(21)], "counts": [0] * 20}
 
 
 def test_times_parse_offsets_to_utc():
@@ -176,3 +180,58 @@ def test_image_store_keeps_by_hash_and_prunes(tmp_path):
     assert ImageStore(tmp_path / "none", keep_days=0).put(data) is None
     with pytest.raises(ValueError):
         store.path("../../etc/passwd")
+
+
+def test_the_model_lock_excludes_other_holders(db, tmp_path):
+    import threading
+
+    from vandal.serve.locking import model_lock
+
+    order: list[str] = []
+    inside = threading.Event()
+
+    def second() -> None:
+        inside.wait(10)
+        with model_lock(db, tmp_path / "locks", "m"):  # another open file: excluded as another process would be
+            order.append("second")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with model_lock(db, tmp_path / "locks", "m"):
+        inside.set()
+        thread.join(0.3)
+        assert thread.is_alive(), "the second holder waits"
+        order.append("first")
+    thread.join(10)
+    assert order == ["first", "second"]
+    with model_lock(db, tmp_path / "locks", "other"):
+        pass  # other models are not held up
+
+
+def test_the_migrations_build_exactly_the_schema(db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from vandal.serve.db.schema import metadata
+
+    with db.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert differences == [], "schema.py and the migrations differ: add a migration"
+
+
+def test_concurrent_writers_get_distinct_versions_and_every_record(db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(worker: int) -> list[int]:
+        numbers = []
+        for i in range(5):
+            with db.begin() as conn:
+                numbers.append(versions.add_version(conn, "busy", "references")["version"])
+                records.add_inspections(conn, [inspection(file=f"{worker}-{i}.png")])
+        return numbers
+
+    with ThreadPoolExecutor(6) as pool:
+        numbers = [n for found in pool.map(write, range(6)) for n in found]
+    assert sorted(numbers) == list(range(1, 31))
+    with db.connect() as conn:
+        assert records.count_inspections(conn) == 30

@@ -4,10 +4,9 @@ real PostgreSQL server (started by the test) holds the records as SQLite does.""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -47,8 +46,10 @@ def test_slow_uploads_time_out_without_starving_other_clients(tmp_path):
             assert answer.status_code == 200, answer.text
             assert time.monotonic() - start < 2.0, "answered while the slow uploads were still arriving"
             for sock in slow:
-                reply = sock.recv(4096).decode("latin-1")
-                assert reply.startswith("HTTP/1.1 408") and "--body-timeout" in reply
+                reply = b""
+                while b"--body-timeout" not in reply and (chunk := sock.recv(4096)):
+                    reply += chunk
+                assert reply.startswith(b"HTTP/1.1 408") and b"--body-timeout" in reply
         finally:
             for sock in slow:
                 sock.close()
@@ -56,59 +57,40 @@ def test_slow_uploads_time_out_without_starving_other_clients(tmp_path):
     assert "vandal_uploads_timed_out_total 12" in metrics
 
 
-# ---------------------------------------------------------------------------- PostgreSQL
+def test_serve_beyond_loopback_requires_the_key_it_was_given(tmp_path):
+    from click.testing import CliRunner
 
+    from vandal.cli.main import app
 
-def postgres_tools() -> tuple[str, str] | None:
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-            if (folder / "initdb").exists():
-                return str(folder / "initdb"), str(folder / "pg_ctl")
-        return None
-    return initdb, pg_ctl
-
-
-def unavailable(reason: str) -> None:
-    """In CI the PostgreSQL test must run: fail there, skip on a machine without the server."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"PostgreSQL test server: {reason}")
-    pytest.skip(f"PostgreSQL test server: {reason}")
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL server on a loopback port, run as the ``postgres`` user when we are root."""
-    tools = postgres_tools()
-    if tools is None:
-        unavailable("initdb/pg_ctl not found (Debian: apt-get install postgresql)")
-    initdb, pg_ctl = tools
-    # Not under pytest's temporary folder: that one is private to us, and the server runs as another user.
-    folder = Path(tempfile.mkdtemp(prefix="vandal-pg-"))
-    data = folder / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        if shutil.which("runuser") is None:
-            unavailable("running as root without runuser")
-        shutil.chown(folder, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
+    added = CliRunner().invoke(app, ["keys", "add", "lead", "--role", "viewer", "--models", str(tmp_path)])
+    key = added.output.strip().splitlines()[-1]
     port = free_port()
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "vandal.cli.main", "serve", "--models", str(tmp_path),
+                                "--host", "0.0.0.0", "--port", str(port), "--device", "cpu", "--log-level",
+                                "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
     try:
-        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "vandal", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True, timeout=120)
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o",
-                        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
-                       check=True, capture_output=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", b"") or b""
-        shutil.rmtree(folder, ignore_errors=True)
-        unavailable(f"could not start ({error}; {detail.decode(errors='replace')[-500:]})")
-    try:
-        yield f"postgresql://vandal@127.0.0.1:{port}/postgres"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read().decode()
+                assert time.monotonic() < deadline, "vandal serve did not start"
+                time.sleep(0.2)
+        assert httpx.get(f"{url}/models", timeout=10).status_code == 401
+        assert httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
+        rebound = httpx.get(f"{url}/health", headers={"Host": "attacker.example"}, timeout=10)
+        assert rebound.status_code == 421
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True,
-                       timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
+        process.terminate()
+        process.wait(timeout=20)
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
 
 
 def test_postgresql_holds_records_keys_and_versions(postgres, tmp_path):
@@ -141,4 +123,21 @@ def test_postgresql_holds_records_keys_and_versions(postgres, tmp_path):
     assert stats["total"]["scored"] == 1 and stats["total"]["reviewed"] == 1
     assert [e["action"] for e in second.get("/audit", headers=headers).json()["audit"]][:2] == [
         "inspection.review", "model.create"]
+    import threading
+
+    from vandal.serve.locking import model_lock
+
+    other, entered = Database(postgres), threading.Event()
+
+    def wait_for_the_lock() -> None:
+        with model_lock(other, tmp_path, "m"):
+            entered.set()
+
+    with model_lock(db, tmp_path, "m"):  # an advisory lock: another connection (process, machine) waits
+        waiter = threading.Thread(target=wait_for_the_lock)
+        waiter.start()
+        assert not entered.wait(0.3)
+    assert entered.wait(10)
+    waiter.join(10)
+    other.dispose()
     db.dispose()

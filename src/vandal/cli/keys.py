@@ -14,9 +14,10 @@ ROLE_HELP = "viewer: read models, inspections, stats; inspector: also predict an
 
 def station_options(function: Any) -> Any:
     """--models and --database, as ``vandal serve`` takes them (the database defaults to the models folder's)."""
-    function = click.option("--database", default=None, metavar="URL",
+    function = click.option("--database", default=None, metavar="URL", envvar="VANDAL_DATABASE",
                             help="Station database: a SQLite file or URL, or postgresql://USER:PASSWORD@HOST/NAME "
-                                 "[default: station.sqlite in the models folder's .vandal-serve/].")(function)
+                                 "($VANDAL_DATABASE keeps a password off the command line) [default: "
+                                 "station.sqlite in the models folder's .vandal-serve/].")(function)
     return click.option("--models", type=click.Path(file_okay=False, path_type=Path), default=None,
                         help="Folder of named model bundles [default: $VANDAL_MODELS or the per-user data "
                              "folder].")(function)

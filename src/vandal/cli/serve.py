@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -65,7 +66,7 @@ def auth_mode(host: str, no_auth: bool, models: Path | None, database: str | Non
 @station_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--keep-images", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="DAYS",
+@click.option("--keep-images", default=7.0, show_default=True, type=click.FloatRange(min=0), metavar="DAYS",
               help="Days inspected images and overlays are kept on disk (by content hash; 0: none).")
 @click.option("--no-auth", is_flag=True, help="No API keys at all, even beyond loopback (warns at start-up).")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
@@ -88,6 +89,14 @@ def auth_mode(host: str, no_auth: bool, models: Path | None, database: str | Non
               help="Fit/predict requests in progress at once; beyond it the answer is 503 with Retry-After.")
 @click.option("--allow-download", is_flag=True,
               help="Let a model's Hugging Face backbone be downloaded when not cached (default: cache only).")
+@click.option("--mqtt", default=None, metavar="URL",
+              help="Publish each inspection to an MQTT broker, mqtt://[user:password@]host[:port], on the topic "
+                   "vandal/<model>/inspections (QoS 1; reconnects by itself, never delays a prediction).")
+@click.option("--watch", multiple=True, metavar="NAME=DIR",
+              help="Score new image files in DIR with model NAME as they arrive (once complete), each file once, "
+                   "across restarts. Repeatable.")
+@click.option("--watch-interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05),
+              help="Seconds between looks at the watched folders; a file is taken once unchanged that long.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @device_option
@@ -95,21 +104,41 @@ def auth_mode(host: str, no_auth: bool, models: Path | None, database: str | Non
 def serve(models: Path | None, database: str | None, host: str, port: int, keep_images: float, no_auth: bool,
           allowed_hosts: tuple[str, ...], max_upload_mb: float, max_request_mb: float, body_timeout: float,
           max_files: int, max_pixels: int | None, max_request_pixels: int, cache_size: int, queue_size: int,
-          allow_download: bool, log_level: str, device: str) -> None:
+          allow_download: bool, mqtt: str | None, watch: tuple[str, ...], watch_interval: float,
+          log_level: str, device: str) -> None:
     from ..serve import ServeSettings, create_app, default_models_dir, require_extra
+    from ..serve.errors import ServiceError
+    from ..serve.mqtt import parse_mqtt_url
+    from ..serve.store import check_name
+    from ..serve.watch import parse_watch
 
     require_extra()
     import uvicorn
 
+    try:
+        watched = tuple(parse_watch(text) for text in watch)
+        for name, folder in watched:
+            check_name(name)
+            if not folder.is_dir():
+                raise click.BadParameter(f"{name}={folder}: no such folder; create it first", param_hint="--watch")
+        if mqtt:
+            parse_mqtt_url(mqtt)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    except ServiceError as error:
+        raise click.BadParameter(error.detail, param_hint="--watch") from error
     models = models or default_models_dir()
     auth = auth_mode(host, no_auth, models, database)
-    options = {} if max_pixels is None else {"max_pixels": max_pixels}
+    options: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
     settings = ServeSettings(models=models, device=device, max_upload_mb=max_upload_mb,
                              max_request_mb=max_request_mb, max_files=max_files, cache_size=cache_size,
                              queue_size=queue_size, allow_download=allow_download, database=database,
                              keep_images=keep_images, auth=auth, allowed_hosts=served_names(host, allowed_hosts),
-                             body_timeout=body_timeout, max_request_pixels=max_request_pixels, **options)
+                             body_timeout=body_timeout, max_request_pixels=max_request_pixels, mqtt=mqtt,
+                             watch=watched, watch_interval=watch_interval, **options)
     app = create_app(settings)
     shown = app.state.station.db.shown
     echo(f"models in {settings.models}; records in {shown}; page at http://{host}:{port}/ (API docs at /docs)")
+    for name, folder in watched:
+        echo(f"watching {folder} for model {name!r}")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

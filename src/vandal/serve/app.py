@@ -6,6 +6,8 @@ bounded queue."""
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from .gate import BodyGateMiddleware, GateCounts
 from .guards import GuardMiddleware
 from .key_routes import add_key_routes
 from .limits import BodyLimitMiddleware
+from .line import LineIntegration
+from .line_routes import add_line_routes
 from .metrics import Metrics, MetricsMiddleware
 from .queue import Admission, AdmissionMiddleware
 from .record_routes import add_record_routes
@@ -68,16 +72,29 @@ def build_app(settings: ServeSettings) -> FastAPI:
     admission = Admission(settings.queue_size)
     # Admitted requests wait for their model's lock in a thread: one thread each, and two spare.
     run = WorkerThreads(settings.queue_size + 2)
-    app = FastAPI(title="vandal", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
     station = Station(settings)
+    line = LineIntegration(settings, store, station)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        line.start()  # webhook deliveries, MQTT and watched folders run in their own threads
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(line.stop)
+
+    app = FastAPI(title="vandal", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
     gate = GateCounts(READERS_PER_PLACE * settings.queue_size)
     app.state.store, app.state.metrics, app.state.admission, app.state.settings = store, metrics, admission, settings
     # on_recorded: the hook for line integration (webhooks, MQTT): see station.py
     app.state.station, app.state.auth, app.state.on_recorded = station, station.auth, station.on_recorded
+    app.state.line = line
     install_handlers(app)
     add_model_routes(app, store, settings, metrics, run, station)
     add_record_routes(app, store, station, run)
     add_key_routes(app, station, run)
+    add_line_routes(app, store, line, run)
 
     metrics.gauge("vandal_queue_active", "Heavy requests (fit, references, predict) in progress.",
                   lambda: admission.active)
@@ -88,6 +105,11 @@ def build_app(settings: ServeSettings) -> FastAPI:
     metrics.gauge("vandal_uploads_timed_out_total", "Request bodies answered 408 (slower than --body-timeout).",
                   lambda: gate.timed_out, kind="counter")
     metrics.gauge("vandal_models_cached", "Detectors loaded in memory (LRU, --cache-size).", lambda: len(store.cache))
+    metrics.gauge("vandal_webhook_deliveries_queued", "Webhook deliveries waiting to be sent or retried.",
+                  lambda: line.sender.queued)
+    if line.mqtt is not None:
+        metrics.gauge("vandal_mqtt_connected", "1 while connected to the --mqtt broker.",
+                      lambda: int(line.mqtt.connected.is_set()) if line.mqtt is not None else 0)
 
     @app.get("/health", tags=["service"], summary="Liveness", responses=documented(Health))
     async def health() -> dict:

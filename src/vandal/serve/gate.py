@@ -1,5 +1,6 @@
-"""The body gate for heavy requests (fit, add references, predict): a body must arrive in full within
-``timeout`` seconds, and only then does the request take a place in the admission queue.
+"""The body gate: a request body (any POST, PUT, PATCH) must arrive in full within ``timeout``
+seconds, and only then does a heavy request (fit, add references, predict) take a place in the
+admission queue.
 
 Without it, clients trickling uploads (1 KB/s) held the queue's places while sending, and every
 other client was answered 503 until they gave up. Now a slow body costs one of ``readers`` reading
@@ -14,8 +15,7 @@ from typing import Any
 
 import anyio
 
-from .limits import send_json
-from .queue import is_heavy
+from .limits import BODY_METHODS, send_json
 
 SPOOL_MEMORY = 1 << 20
 CHUNK = 1 << 16
@@ -31,7 +31,7 @@ class GateCounts:
 
 
 class BodyGateMiddleware:
-    """Read heavy requests' bodies within ``timeout`` seconds, at most ``counts.readers`` at once."""
+    """Read request bodies within ``timeout`` seconds, at most ``counts.readers`` at once."""
 
     def __init__(self, app: Any, timeout: float, counts: GateCounts):
         self.app = app
@@ -39,7 +39,7 @@ class BodyGateMiddleware:
         self.counts = counts
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if not is_heavy(scope):
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             return await self.app(scope, receive, send)
         counts = self.counts
         if counts.reading >= counts.readers:

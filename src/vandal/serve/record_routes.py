@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Response
@@ -16,7 +16,7 @@ from .auth import ADMIN, INSPECTOR, VIEWER
 from .blobs import media_type
 from .db import audit, records, stats, versions
 from .db.keys import Identity
-from .db.times import parse_time
+from .db.times import parse_time, utcnow
 from .errors import ServiceError
 from .schemas import (
     AuditList,
@@ -37,7 +37,15 @@ from .store import ModelStore
 Run = Callable[..., Awaitable[Any]]
 CSV_FIELDS = ("id", "time", "model", "version", "file", "sha256", "size", "width", "height", "pred_score",
               "pred_label", "verdict", "image_threshold", "pixel_threshold", "key", "source")
+STATS_SPAN = {"hour": timedelta(hours=48), "day": timedelta(days=30)}  # the default range of /stats
 TIME_HELP = "ISO 8601 time (UTC unless an offset is given), e.g. 2026-12-03T09:00:00Z."
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A client's text (a file name) that a spreadsheet would run as a formula gets a leading quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def time_or_none(text: str | None, what: str) -> datetime | None:
@@ -98,7 +106,7 @@ def add_record_routes(app: FastAPI, store: ModelStore, station: Station, run: Ru
                 found, cursor = records.list_inspections(conn, **filters.as_dict(), cursor=cursor,
                                                          limit=records.MAX_PAGE)
             for row in found:
-                writer.writerow(row)
+                writer.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
@@ -167,15 +175,18 @@ def add_model_history_routes(app: FastAPI, store: ModelStore, station: Station, 
     def model_stats(name: str, bucket: str, since: datetime | None, until: datetime | None) -> dict:
         with db.connect() as conn:
             rows = records.score_rows(conn, name, since, until)
-        return {"model": name, "bucket": bucket, "total": stats.summarise(rows), "buckets": stats.bucketed(rows, bucket)}
+        return {"model": name, "bucket": bucket, "total": stats.summarise(rows), "histogram": stats.histogram(rows),
+                "buckets": stats.bucketed(rows, bucket)}
 
     @app.get("/models/{name}/stats", tags=["models"], summary="Inspections per hour or day: counts, review rates, "
                                                             "score quantiles", responses=documented(StatsAnswer, 401, 403, 422))
     async def get_stats(name: str, bucket: Literal["hour", "day"] = Query("day"),
-                        since: str | None = Query(None, description=TIME_HELP),
+                        since: str | None = Query(None, description="Default: 48 hours ago (hour), 30 days ago "
+                                                                    "(day). " + TIME_HELP),
                         until: str | None = Query(None, description=TIME_HELP), who: Identity = VIEWER) -> dict:
         store.path(name)
-        return await run(model_stats, name, bucket, time_or_none(since, "since"), time_or_none(until, "until"))
+        start = time_or_none(since, "since") or utcnow() - STATS_SPAN[bucket]
+        return await run(model_stats, name, bucket, start, time_or_none(until, "until"))
 
     def version_list(name: str) -> dict:
         store.path(name)
@@ -194,7 +205,7 @@ def add_model_history_routes(app: FastAPI, store: ModelStore, station: Station, 
 
     def rollback(name: str, version: int, who: Identity) -> dict:
         path = store.path(name)
-        with store.lock(name):
+        with store.lock(name), station.model_lock(name):
             made = station.versions.restore(name, path, version, who.name)
             store.cache.drop(name)
             summary = store.summary(name)

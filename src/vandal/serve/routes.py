@@ -57,8 +57,9 @@ def versioned(store: ModelStore, station: Station, summary: dict) -> dict:
 
 def changed(store: ModelStore, station: Station, name: str, action: str, who: Identity, change: Callable,
             *args: Any) -> dict:
-    """Run ``change`` (a store write) and freeze its result as the model's next version, under the model's lock."""
-    with store.lock(name):
+    """Run ``change`` (a store write) and freeze its result as the model's next version, under the model's
+    locks (this process's, then every process's: the store reloads a bundle another process changed)."""
+    with store.lock(name), station.model_lock(name):
         change(name, *args)
         station.versions.commit(name, store.path(name), action, who.name)
         return versioned(store, station, store.summary(name))
@@ -129,6 +130,7 @@ def add_admin_routes(app: FastAPI, store: ModelStore, options: ServeSettings, ru
     async def delete_model(name: str = PathParam(..., description=NAME_HELP), who: Identity = ADMIN) -> Response:
         await run(store.delete, name)
         await run(station.audit, who, "model.delete", name, None)
+        await run(app.state.line.webhooks.remove_model, name)  # a later model of that name starts without hooks
         return Response(status_code=204)
 
 

@@ -128,10 +128,16 @@ class Bucket(BaseModel):
     score_quantiles: dict[str, float | None]
 
 
+class Histogram(BaseModel):
+    edges: list[float] = Field(description="Bin edges of pred_score: 0 to max(1, the 99th percentile).")
+    counts: list[int] = Field(description="Inspections per bin (higher scores counted in the last).")
+
+
 class StatsAnswer(BaseModel):
     model: str
     bucket: Literal["hour", "day"]
     total: Bucket
+    histogram: Histogram
     buckets: list[Bucket] = Field(description="Oldest first, each with its `start` (UTC).")
 
 
@@ -151,3 +157,42 @@ def documented(model: type[BaseModel], *errors: int, status: int = 200) -> dict:
     out: dict = {status: {"model": model}}
     out.update({status: {"model": ErrorAnswer} for status in errors})
     return out
+
+
+class Deliveries(BaseModel):
+    delivered: int = Field(description="Deliveries the receiver answered 2xx (this server process).")
+    failed: int = Field(description="Deliveries given up: every attempt failed, or a 4xx answer.")
+    retried: int = Field(description="Attempts that failed and were tried again later.")
+    dropped: int = Field(description="Events not queued because the delivery queue was full.")
+    pending: int = Field(description="Deliveries queued or waiting for a retry.")
+    last_status: int | None = Field(None, description="HTTP status of the last attempt (null: no answer).")
+    last_error: str | None = Field(None, description="Why the last attempt failed (null: it succeeded).")
+    last_attempt: str | None = Field(None, description="UTC time of the last attempt.")
+    last_delivered: str | None = Field(None, description="UTC time of the last successful delivery.")
+
+
+class Webhook(BaseModel):
+    id: str
+    model: str
+    url: str
+    only_flagged: bool
+    created: str
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(description="Shown only now: the key of each delivery's X-Vandal-Signature header, "
+                                    "sha256=<hex HMAC-SHA256 of the body>.")
+
+
+class WebhookState(Webhook):
+    deliveries: Deliveries
+
+
+class WebhookList(BaseModel):
+    webhooks: list[WebhookState]
+
+
+class LineState(BaseModel):
+    webhook_deliveries_queued: int
+    mqtt: dict | None = Field(None, description="broker, connected, published, dropped (null without --mqtt).")
+    watch: list[dict] = Field(description="Per watched folder: model, folder, scored, failed, running.")

@@ -20,6 +20,7 @@ from .auth import Auth
 from .blobs import ImageStore, sha256
 from .db import Database, audit, records
 from .db.keys import Identity
+from .locking import model_lock
 from .settings import ServeSettings
 from .uploads import Upload
 from .versioning import ModelVersions
@@ -45,7 +46,7 @@ class Station:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.images = ImageStore(settings.station_dir / "images", settings.keep_images)
-        self.versions = ModelVersions(self.db, settings.station_dir / "versions")
+        self.versions = ModelVersions(self.db, settings.station_dir / "versions", self.model_lock)
         self.auth = Auth(self.db, settings.auth)
         self.on_recorded: list[Recorded] = []
         self.images.prune()
@@ -77,6 +78,10 @@ class Station:
                     hook(record)
                 except Exception:  # a subscriber's bug never fails the inspection that is already recorded
                     log.exception("on_recorded hook %r failed for inspection %s", hook, record.get("id"))
+
+    def model_lock(self, name: str) -> Any:
+        """The cross-process write lock of model ``name`` (a context manager; see ``locking.py``)."""
+        return model_lock(self.db, self.settings.station_dir / "locks", name)
 
     def audit(self, who: Identity, action: str, target: str | None, detail: dict[str, Any] | None) -> None:
         with self.db.begin() as conn:

@@ -97,7 +97,7 @@ class ModelStore:
             raise OSError(f"cannot create the models folder {root} ({error}); choose another with --models") from error
         self.root = root.resolve()
         self.device = device
-        self.runtime = {"device": device, "progress": False, "max_pixels": max_pixels,
+        self.runtime: dict[str, Any] = {"device": device, "progress": False, "max_pixels": max_pixels,
                         "allow_download": allow_download}
         self.cache = DetectorCache(cache_size)
         self._locks: dict[str, threading.RLock] = {}

@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +51,14 @@ def bundle_facts(folder: Path) -> dict[str, Any]:
 
 
 class ModelVersions:
-    """Snapshots under ``root`` (``root/NAME/<id>``) and their rows in ``db``."""
+    """Snapshots under ``root`` (``root/NAME/<id>``) and their rows in ``db``; ``lock(name)``: the
+    cross-process write lock of a model (a context manager), taken before a ``found`` version is
+    registered, so a bundle another process has just written is not also registered as found."""
 
-    def __init__(self, db: Database, root: Path):
+    def __init__(self, db: Database, root: Path, lock: Callable[[str], Any] | None = None):
         self.db = db
         self.root = Path(root)
+        self.lock = lock or (lambda name: nullcontext())
 
     def _snapshot(self, name: str, folder: Path) -> str:
         relative = f"{name}/{uuid.uuid4().hex}"
@@ -82,7 +87,12 @@ class ModelVersions:
         # Read every time (one indexed query): another process may have rolled back to a stamp seen before.
         with self.db.connect() as conn:
             number = versions.version_of_stamp(conn, name, stamp)
-        return self.commit(name, folder, "found", None)["version"] if number is None else number
+        if number is not None:
+            return number
+        with self.lock(name):  # a writer holds it from its save to its version's commit: wait, then look again
+            with self.db.connect() as conn:
+                number = versions.version_of_stamp(conn, name, stamp_text(folder) or stamp)
+            return self.commit(name, folder, "found", None)["version"] if number is None else number
 
     def restore(self, name: str, folder: Path, version: int, by: str | None) -> dict[str, Any]:
         """Put version ``version``'s snapshot back live in ``folder`` and record that as the next version.

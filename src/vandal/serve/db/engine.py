@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from ..settings import DATABASE_FILE
 
@@ -45,12 +45,22 @@ def normalise_url(url: str) -> str:
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling (BEGIN only before a write) breaks savepoints and read
+    # snapshots; SQLAlchemy emits BEGIN itself instead (_sqlite_begin).
+    connection.isolation_level = None
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # Writers take the write lock at BEGIN (waiting up to the busy timeout): a transaction that read
+    # first and wrote later could otherwise fail at once when another writer committed in between.
+    write = connection.get_execution_options().get("vandal_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 class Database:
@@ -79,10 +89,15 @@ class Database:
         if self.url.get_backend_name() == "sqlite":
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            # One connection per checkout: SQLite connections are cheap and WAL wants short-lived readers.
-            engine = create_engine(self.url, poolclass=NullPool,
-                                   connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000})
+            # Pooled connections (opening one and setting its pragmas cost more than a recorded insert);
+            # they are shared between worker threads, one at a time, hence check_same_thread off.
+            memory = self.url.database in (None, "", ":memory:")
+            pooling: dict[str, Any] = {"poolclass": NullPool} if memory else {
+                "poolclass": QueuePool, "pool_size": 8, "max_overflow": 8}
+            engine = create_engine(self.url, **pooling, connect_args={"check_same_thread": False,
+                                                                      "timeout": SQLITE_BUSY_MS / 1000})
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
             return engine
         try:
             return create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=8)
@@ -109,9 +124,11 @@ class Database:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A connection in a transaction, committed on leaving (rolled back on an error)."""
-        with self.engine.begin() as connection:
-            yield connection
+        """A connection in a write transaction, committed on leaving (rolled back on an error)."""
+        with self.engine.connect() as connection:
+            connection.execution_options(vandal_write=True)
+            with connection.begin():
+                yield connection
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

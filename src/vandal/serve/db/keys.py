@@ -104,6 +104,8 @@ class KeyVerifier:
     def __init__(self, max_remembered: int = 1024):
         self._verified: dict[tuple[int, str], bool] = {}
         self._lock = threading.Lock()
+        # At most two argon2 hashes at once (19 MiB and a core each): guessing keys cannot take the machine.
+        self._hashing = threading.BoundedSemaphore(2)
         self.max_remembered = max_remembered
 
     def identify(self, conn: Connection, key: str) -> Identity | None:
@@ -118,7 +120,8 @@ class KeyVerifier:
             with self._lock:
                 known = self._verified.get((row.id, digest))
             if known is None:
-                known = self._check(row.hash, key)
+                with self._hashing:
+                    known = self._check(row.hash, key)
                 with self._lock:
                     if len(self._verified) >= self.max_remembered:
                         self._verified.clear()

@@ -1,4 +1,5 @@
-"""The station's tables (SQLAlchemy 2 Core): inspections, reviews, model versions, API keys, audit.
+"""The station's tables (SQLAlchemy 2 Core): inspections, reviews, model versions, API keys, audit,
+and the files watched folders have taken.
 
 The Alembic migrations in ``migrations/`` create exactly these; a change here needs a new migration.
 Times are UTC, stored naive (SQLite has no time zones) and given back aware by the repositories.
@@ -97,4 +98,16 @@ audit = Table(
     Column("target", String(255), nullable=True),
     Column("detail", Text, nullable=True),  # JSON
     Index("ix_audit_time", "time"),
+)
+
+watched_files = Table(
+    "watched_files", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", DateTime, nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("folder", String(1024), nullable=False),  # the watched folder, resolved
+    Column("file", String(255), nullable=False),  # the file's name in it
+    Column("sha256", String(64), nullable=False),  # its content: rewritten with new content, it is new
+    Column("outcome", Text, nullable=False),  # "inspection 12", "unreadable: ..."
+    UniqueConstraint("model", "folder", "file", "sha256", name="uq_watched_files_file"),
 )

@@ -14,6 +14,7 @@ from .times import shown
 
 BUCKETS = ("hour", "day")
 QUANTILES = (0.05, 0.5, 0.95, 0.99)
+HISTOGRAM_BINS = 20
 
 
 def bucket_start(moment: datetime, bucket: str) -> datetime:
@@ -48,6 +49,16 @@ def summarise(rows: Iterable[Any]) -> dict[str, Any]:
             "false_alarms": false_alarms, "misses": misses,
             "false_alarm_rate": rate(false_alarms, len(flagged_reviewed)),
             "miss_rate": rate(misses, len(passed_reviewed)), "score_quantiles": quantiles}
+
+
+def histogram(rows: Iterable[Any], bins: int = HISTOGRAM_BINS) -> dict[str, list]:
+    """Scores -> ``{"edges", "counts"}``: ``bins`` equal bins from 0 to the 99th percentile or 1
+    (whichever is higher; the decision level is 0.5 unless a model sets its own), higher scores in the last."""
+    scores = np.array([r.pred_score for r in rows], dtype=np.float64)
+    top = max(1.0, float(np.quantile(scores, 0.99))) if scores.size else 1.0
+    edges = np.linspace(0.0, top, bins + 1)
+    counts, _ = np.histogram(np.clip(scores, 0.0, top), bins=edges)
+    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
 
 
 def bucketed(rows: Iterable[Any], bucket: str) -> list[dict[str, Any]]:
