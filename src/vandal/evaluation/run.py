@@ -85,7 +85,15 @@ def run_cell(config: EvalConfig, split: CategorySplit, shots: int, seed: int, ma
     acc = CategoryAccumulator(config.protocol, masks)
     grid = config.protocol == "grid"
     desc = f"{split.category} k={shots} seed={seed}"
-    for sample in tqdm(split.test, desc=desc, unit="img", leave=False, disable=not progress):
+    if detector.transductive:  # TRANSDUCTIVE (mutual batch): the whole test set is one predict call
+        if grid:
+            raise ValueError("--protocol grid scores one image at a time, but this detector compares the test images "
+                             "with each other (mutual batch): use --protocol 518 or native")
+        predictions = detector.predict([str(sample.path) for sample in split.test])
+        for sample, prediction in zip(split.test, predictions, strict=True):
+            acc.add(sample, prediction)
+    for sample in tqdm([] if detector.transductive else split.test, desc=desc, unit="img", leave=False,
+                       disable=not progress):
         acc.add(sample, detector.predict_image(load_image(sample.path), str(sample.path), grid=grid))
     metrics = acc.metrics(config.transductive and shots > 0, config.legacy_pro)
     if details is not None:

@@ -28,7 +28,7 @@ from ..scoring.smoothing import gaussian_smooth
 from ..sources.base import GraphTerms, NotExportableError
 
 OUTPUTS = ("pred_score", "anomaly_map", "raw_map", "dist_delta", "dist_pdelta")
-EXPORTABLE_BACKBONES = ("efficientnet-lite2", "clip")
+EXPORTABLE_BACKBONES = ("efficientnet-lite2", "clip", "dinov2")
 
 __all__ = ["OUTPUTS", "DetectorGraph", "NotExportableError", "SourceTerms", "check_exportable"]
 

@@ -50,6 +50,11 @@ def paper_transforms(rotations: bool = True, translations: bool = True, flips: b
     return views
 
 
+def rotation_transforms(step_degrees: int = 45) -> list[Transform]:
+    """AnomalyDINO's rotations of a reference: every ``step_degrees`` but 0 (45: seven views)."""
+    return [Transform(angle=math.radians(a)) for a in range(step_degrees, 360, step_degrees)]
+
+
 def calibration_transforms() -> list[Transform]:
     """Small perturbations that a normal part may show between captures (used to calibrate k = 1)."""
     small = math.pi / 48

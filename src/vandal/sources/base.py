@@ -80,7 +80,7 @@ class ScoreSource:
 
     name: ClassVar[str]
     space: ClassVar[str] = "views"
-    map_in_image_score: ClassVar[bool] = True  # the fused map's maximum joins the image score
+    map_in_image_score: bool = True  # the fused map's maximum joins the image score (a setting may change it)
     transductive: ClassVar[bool] = False  # scores a whole batch at once (score_batch)
     uses_objects: ClassVar[bool] = False  # needs the image's segmented objects (a segmenter)
     fusion: str = "sum"  # image-space sources: how the map joins the view map
