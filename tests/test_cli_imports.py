@@ -57,6 +57,6 @@ def test_without_transformers_the_core_runs_and_clip_names_the_extra(monkeypatch
     monkeypatch.setitem(sys.modules, "transformers", None)
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     result = CliRunner().invoke(app, ["predict", "--zero-shot", "--class-name", "widget", "--backbone",
-                                      str(tmp_path), str(tmp_path / "a.png"), "--out", str(tmp_path / "out")])
+                                      "openai/clip-vit-base-patch32", str(tmp_path / "a.png"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert "pip install 'vandal[transformers]'" in result.output and "Traceback" not in result.output
