@@ -1,4 +1,4 @@
-"""Ablation of the Multi-Scale Memory Comparison additions (METHOD section 5), cumulative rows:
+"""Ablation of the Multi-Scale Memory Comparison additions (docs/method.md §5), cumulative rows:
 
 global (raw tap tokens, neighbourhood 1) / + augmentation (11 views a shot) / + multi-scale
 (neighbourhoods 1, 3, 5) / + individual memory bank (per-object crops, classical segmenter).

@@ -1,5 +1,5 @@
 """Self-tuning from the references alone: would picking the input size and the taps per product line,
-by synthetic defects in held-out references, beat the default? (issue 9, item 5: keep it only if it helps)
+by synthetic defects in held-out references, beat the default? (kept only if it helps)
 
 For each data set, k and seed, every candidate setting is
 - scored by the proxy, from the references only: each of up to 4 references is held out in turn

@@ -5,7 +5,7 @@ start in a fresh process with the default detector (EfficientNet-Lite2, squash):
 
 - ``fit``: ``Detector().fit([path])`` with one reference (k = 1: perturbed-reference calibration);
 - ``predict``: ``detector.predict([path])`` (the Prediction, map and mask, is kept);
-- ``predict+write``: :func:`vandal.report.write_outputs` as ``vandal predict --save-maps`` does it
+- ``predict+write``: :func:`vandal.outputs.run.write_outputs` as ``vandal predict --save-maps`` does it
   (overlay and mask PNG, float16 map .npy).
 
 The model is built once and reused (``create_backbone`` is patched to return it). Peak = the
@@ -100,8 +100,8 @@ def _profile(origin_kib: int) -> StepPeaks:
     import vandal.detector as detector
     import vandal.memory.augment as augment
     import vandal.object_scoring as objects
-    import vandal.report as report
-    import vandal.scoring.calibration as calibration
+    import vandal.outputs.run as report
+    import vandal.scoring.levels as calibration
 
     steps = StepPeaks(origin_kib)
     steps.wrap(images, "load_image", "decode (load_image)")
@@ -138,7 +138,7 @@ def child(run: str, path: Path, warm: Path, profile: bool) -> dict:
     import vandal.detector as detector_module
     from vandal.backbones import create_backbone
     from vandal.detector import Detector
-    from vandal.report import write_outputs
+    from vandal.outputs.run import write_outputs
 
     torch.set_num_threads(1)
     backbone = create_backbone(device="cpu")

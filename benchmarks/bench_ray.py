@@ -24,7 +24,7 @@ from PIL import Image
 from vandal.data.images import load_image
 from vandal.detector import Detector
 from vandal.engines.ray_engine import ray_predict
-from vandal.report import write_outputs
+from vandal.outputs.run import write_outputs
 
 BOTTLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad" / "bottle"
 

@@ -1,4 +1,4 @@
-"""Many references (issue 9): fit time, predict time per image, peak memory and MVTec bottle AUROC for
+"""Many references: fit time, predict time per image, peak memory and MVTec bottle AUROC for
 1 to 200 references, with and without the 11 augmented views, with every bank row or a coreset.
 
 Each configuration runs in its own process (one torch thread), so its peak resident memory
@@ -73,7 +73,7 @@ def run_one(args: argparse.Namespace) -> dict:
     """One configuration in this process -> its figures."""
     import torch
 
-    import vandal.calibrating
+    import vandal.calibration
     import vandal.memory.bank
     from vandal.data.datasets import load_folder
     from vandal.data.images import load_image
@@ -84,7 +84,7 @@ def run_one(args: argparse.Namespace) -> dict:
     spent: dict[str, float] = {}
     timed(vandal.memory.bank, "greedy_k_centre", spent, "coreset")
     timed(vandal.memory.bank, "reduce_grouped", spent, "coreset")
-    timed(vandal.calibrating, "calibrate_sources", spent, "calibrate")
+    timed(vandal.calibration, "calibrate_sources", spent, "calibrate")
     split = next(iter(load_folder(args.root).values()))
     references = [s.path for s in sample_shots(split.train, args.refs, 0)]
     detector = Detector(augment=bool(args.augment), coreset=args.budget or None, device="cpu", progress=False)

@@ -1,6 +1,7 @@
 """`vandal serve` under load: N concurrent clients scoring bottle images, against in-process predict.
 
     python benchmarks/bench_serve.py [--clients 4] [--shots 4] [--rounds 3] [--threads 1] [--bottle DIR]
+    python benchmarks/bench_serve.py --records [--postgres URL] ...   (what inspection records cost)
 
 Starts `vandal serve` in its own process (so its memory is its own), creates a model from
 ``--shots`` MVTec bottle train/good images over HTTP, then N client threads post the bottle test
@@ -11,13 +12,22 @@ the same files for scores only, and predict plus the same PNGs for the full answ
 against bare predict). Measured back to back in each round; medians over rounds (the machine may
 be shared).
 Synthetic 900 x 900 images stand in when the bottle data is absent.
+
+With ``--records``: three servers side by side, records off (the same server with
+``Station.record`` replaced by a no-op in its process: no database row, no kept image), records in
+the default SQLite file, and records in PostgreSQL (``--postgres URL``, else a throwaway server
+started like the tests' one, which needs Debian's postgresql), each with the default image
+retention. The same load runs on each, interleaved per round; reported: images/s, and records-on /
+records-off throughput (target: recording costs <= 10%, a ratio >= 0.90).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +40,11 @@ import numpy as np
 
 BOTTLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad" / "bottle"
 SRC = Path(__file__).resolve().parents[1] / "src"
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+# The records-off baseline: the CLI's own server, with nothing recorded (results carry no inspection id).
+NO_RECORDS = ("import sys; from vandal.serve.station import Station; "
+              "Station.record = lambda self, model, version, scored, *a, **k: [{'id': None} for _ in scored]; "
+              "from vandal.cli.main import app; app()")
 
 
 def images(bottle: Path, shots: int) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], str]:
@@ -61,10 +76,12 @@ def rss_mb(pid: int) -> dict[str, float]:
     return fields
 
 
-def start_server(models: Path, port: int, device: str, clients: int) -> subprocess.Popen:
+def start_server(models: Path, port: int, device: str, clients: int, options: tuple[str, ...] = (),
+                 records: bool = True) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    command = [sys.executable, "-m", "vandal.cli.main", "serve", "--models", str(models), "--port", str(port),
-               "--device", device, "--log-level", "warning", "--queue-size", str(max(16, 2 * clients))]
+    launcher = ["-m", "vandal.cli.main"] if records else ["-c", NO_RECORDS]
+    command = [sys.executable, *launcher, "serve", "--models", str(models), "--port", str(port), "--device", device,
+               "--log-level", "warning", "--queue-size", str(max(16, 2 * clients)), *options]
     return subprocess.Popen(command, env=env)
 
 
@@ -155,6 +172,94 @@ class InProcess:
         return len(self.paths) * repeat / (time.perf_counter() - start)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def record_costs(database: str, tests: list[tuple[str, bytes]], folder: Path) -> dict[str, float]:
+    """Milliseconds per image that recording takes (``Station.record``, one image per transaction as
+    one-image requests have it, the image and an overlay-sized PNG kept as new files), in SQLite and in
+    PostgreSQL at ``database``: medians over the test images, measured in this process."""
+    from vandal.data.images import decode_bytes
+    from vandal.prediction import Prediction
+    from vandal.serve.db.keys import Identity
+    from vandal.serve.settings import ServeSettings
+    from vandal.serve.station import Scored, Station
+    from vandal.serve.uploads import Upload
+
+    costs = {}
+    for mode, url in (("SQLite", None), ("PostgreSQL", database)):
+        station = Station(ServeSettings(models=folder / f"cost-{mode}", database=url))
+        seconds = []
+        for index, (name, data) in enumerate(tests):
+            image = decode_bytes(data, name)
+            empty = np.zeros(image.shape[:2], np.float32)
+            prediction = Prediction(0.3, empty, False, empty > 0, 0.3)
+            unique = f"{mode}{index}".encode()  # new content each time: the kept files are written, not found
+            scored = Scored(Upload(name, data + unique), image, prediction, overlay_png=data + unique + b"o")
+            start = time.perf_counter()
+            station.record("bench", 1, [scored], 0.5, 0.5, Identity("bench", "inspector"))
+            seconds.append(time.perf_counter() - start)
+        station.close()
+        costs[mode] = float(np.median(seconds)) * 1000
+    return costs
+
+
+def compare_records(httpx, args: argparse.Namespace, references: list, tests: list) -> None:
+    """Records off / SQLite / PostgreSQL servers under the same load, interleaved; medians over rounds."""
+    answers = (("all PNGs", None), ("scores only", ""))
+    runs: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
+        database = args.postgres
+        if database is None:
+            sys.path.insert(0, str(TESTS))
+            from pg_server import temporary_postgres
+
+            database = stack.enter_context(temporary_postgres(fast=False))  # durable, as a station runs it
+        modes = {"records off": ((), False), "records in SQLite": ((), True),
+                 "records in PostgreSQL": (("--database", database), True)}
+        urls = {}
+        for mode, (options, records) in modes.items():
+            port = free_port()
+            server = start_server(Path(folder) / mode.replace(" ", "-"), port, args.device, args.clients, options,
+                                  records)
+            stack.callback(server.wait, 30)
+            stack.callback(server.terminate)
+            urls[mode] = url = f"http://127.0.0.1:{port}"
+            wait_ready(httpx, url, server)
+            httpx.post(f"{url}/models/bench", timeout=600, files=[("files", (n, d, "image/png"))
+                                                                  for n, d in references]).raise_for_status()
+            load(httpx, url, tests[:4], 2, None, 1)  # warm-up
+        for round_ in range(args.rounds):
+            order = list(modes)[round_ % 3:] + list(modes)[: round_ % 3]  # drift on a shared machine spreads evenly
+            line = []
+            for mode in order:
+                for label, include in answers:
+                    result = load(httpx, urls[mode], tests, args.clients, include, args.repeat)
+                    runs.setdefault((mode, label), []).append(result["throughput"])
+                    line.append(f"{mode}, {label}: {result['throughput']:.2f} img/s ({result['failures']} failed)")
+            print(f"round {round_ + 1}: " + "; ".join(line), flush=True)
+        for mode, url in urls.items():
+            newest = httpx.get(f"{url}/inspections?limit=1", timeout=30).json()["inspections"]
+            print(f"{mode}: newest inspection id {newest[0]['id'] if newest else None}")
+        costs = record_costs(database, tests, Path(folder))
+    for label, _ in answers:
+        off = float(np.median(runs[("records off", label)]))
+        print(f"{label}: records off median {off:.2f} img/s")
+        for mode in ("records in SQLite", "records in PostgreSQL"):
+            on = float(np.median(runs[(mode, label)]))
+            print(f"{label}: {mode} median {on:.2f} img/s, on / off {on / off:.3f} (target >= 0.90)")
+    # Throughput on a shared machine drifts by more than recording costs: the direct measure too.
+    # 1 / throughput is what one image takes when images follow each other: recording adding its time
+    # to that, overlapping nothing, is the most it can cost.
+    per_image = 1000 / float(np.median(runs[("records off", "scores only")]))
+    for mode, ms in costs.items():
+        print(f"recording in {mode}: {ms:.2f} ms per image (median, in process) against {per_image:.0f} ms per image "
+              f"(1 / records-off scores-only throughput): at most {100 * ms / (per_image + ms):.1f}% of throughput")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=4)
@@ -165,6 +270,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bottle", type=Path, default=BOTTLE, help="MVTec AD bottle folder.")
     parser.add_argument("--n", type=int, default=None, help="Only the first N test images (default: all).")
+    parser.add_argument("--records", action="store_true",
+                        help="Compare records off, in SQLite and in PostgreSQL instead of serve vs in-process.")
+    parser.add_argument("--postgres", default=None, help="With --records: a PostgreSQL URL to record into "
+                                                         "(default: a throwaway server started here).")
     parser.add_argument("--threads", type=int, default=None,
                         help="Torch threads for both sides (OMP_NUM_THREADS for the server); 1 on a shared machine, "
                              "where a second spinning thread slows predict several times.")
@@ -181,6 +290,9 @@ def main() -> None:
     tests = tests[: args.n] if args.n else tests
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; {len(tests)} "
           f"{source}; {len(references)} references; {args.clients} clients, one image per request")
+    if args.records:
+        compare_records(httpx, args, references, tests)
+        return
     url = f"http://127.0.0.1:{args.port}"
     # The machine may be shared: each round measures in-process predict and the server back to back,
     # so a round's ratio compares the two under the same load; the median over rounds is reported.

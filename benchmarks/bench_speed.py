@@ -79,16 +79,16 @@ def per_image_ms(function, items: list) -> float:
 def parts(test: list[Path], size: int) -> None:
     """The pieces outside the backbone, each against what it replaced, in one run."""
     from vandal.data.images import load_image
-    from vandal.scoring import text
+    from vandal.scoring import smoothing
 
     pillow = per_image_ms(lambda p: np.asarray(Image.open(p).convert("RGB")), test)
     print(f"  decode {Image.open(test[0]).size} PNG: Pillow {pillow:.1f} ms, vandal (libpng for plain RGB) "
           f"{per_image_ms(load_image, test):.1f} ms per image")
     maps = [torch.rand(1, size, size) for _ in range(20)]
-    matrices = per_image_ms(lambda m: text.gaussian_smooth(m, 4.0), maps)
-    side, text.MATMUL_SIDE = text.MATMUL_SIDE, 0  # every side above it: the conv1d passes
-    convolutions = per_image_ms(lambda m: text.gaussian_smooth(m, 4.0), maps)
-    text.MATMUL_SIDE = side
+    matrices = per_image_ms(lambda m: smoothing.gaussian_smooth(m, 4.0), maps)
+    side, smoothing.MATMUL_SIDE = smoothing.MATMUL_SIDE, 0  # every side above it: the conv1d passes
+    convolutions = per_image_ms(lambda m: smoothing.gaussian_smooth(m, 4.0), maps)
+    smoothing.MATMUL_SIDE = side
     print(f"  smoothing a {size} x {size} map (sigma 4): conv1d passes {convolutions:.2f} ms, banded matrices "
           f"{matrices:.2f} ms")
 

@@ -36,3 +36,47 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on a loopback port -> its URL. In CI (``CI=true``) the tests that
+    need it must run: they fail there, and skip on a machine without the server."""
+    import os
+
+    from pg_server import Unavailable, temporary_postgres
+
+    try:
+        server = temporary_postgres()
+        url = server.__enter__()
+    except Unavailable as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL test server: {error}")
+        pytest.skip(f"PostgreSQL test server: {error}")
+    yield url
+    server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through Playwright, one for all the page tests. Skipped when playwright or the
+    browser is missing, unless VANDAL_REQUIRE_BROWSER=1 (``.ci/run`` sets it): then they fail."""
+    import os
+
+    from serve_helpers import CHROMIUM, CHROMIUM_ARGS
+
+    def unavailable(reason: str) -> None:
+        if os.environ.get("VANDAL_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser tests required (VANDAL_REQUIRE_BROWSER=1) but {reason}")
+        pytest.skip(reason)
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install playwright)")
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set VANDAL_CHROMIUM)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -1,12 +1,22 @@
-"""The golden matrix: detector configurations whose outputs were recorded before the composition
-refactor (issue 8) and must stay identical (``tests/test_golden.py``).
+"""The golden matrix: detector configurations whose scores, levels and maps must not drift
+(``tests/test_golden.py``, one test per case), and the one command that records them.
 
 Each case is flat detector settings (the field names ``Detector(**settings)`` accepts), a reference
 set (empty: reference-free) and test images. Maps are compared on a regular subsample.
+
+Re-record after an intended change of outputs (it rewrites ``tests/golden/``; review the diff)::
+
+    PYTHONPATH=src python tests/golden_cases.py --record
+
+``--spread`` instead prints, per case and quantity, how far this machine and thread count are from
+the recorded values (run it under several ``OMP_NUM_THREADS`` to size ``TOLERANCE``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +43,7 @@ def _scenes():
     return references, tests
 
 
-def _adapters_file(clip_dir: str, out: Path) -> str:
+def adapters_file(clip_dir: str, out: Path) -> str:
     import torch
 
     from vandal.backbones import create_backbone
@@ -54,7 +64,7 @@ def cases(workdir: Path) -> list[tuple[str, dict, list, list]]:
     textures, texture_tests = _textures()
     scenes, scene_tests = _scenes()
     clip = make_tiny_clip(workdir / "clip")
-    adapters = _adapters_file(clip, workdir)
+    adapters = adapters_file(clip, workdir)
     out = [
         ("default-k2", {}, textures, texture_tests),
         ("default-k1", {}, textures[:1], texture_tests),
@@ -92,3 +102,81 @@ def map_sample(anomaly_map: np.ndarray) -> np.ndarray:
     ys = np.linspace(0, h - 1, MAP_POINTS).round().astype(int)
     xs = np.linspace(0, w - 1, MAP_POINTS).round().astype(int)
     return np.asarray(anomaly_map, dtype=np.float32)[np.ix_(ys, xs)]
+
+
+def outputs(settings: dict, references: list, tests: list) -> tuple[dict, dict[str, np.ndarray]]:
+    """Fit and predict one case -> (its scalar outputs, its subsampled maps keyed by test index)."""
+    from vandal.detector import Detector
+
+    detector = Detector(**settings, device="cpu", progress=False).fit(references or None)
+    predictions = detector.predict(tests)
+    scalars = {
+        "pred_score": [p.pred_score for p in predictions],
+        "raw_score": [p.raw_score for p in predictions],
+        "pred_label": [p.pred_label for p in predictions],
+        "image_threshold": detector.calibration_.image_threshold,
+        "pixel_threshold": detector.calibration_.pixel_threshold,
+        "mask_pixels": [int(p.pred_mask.sum()) for p in predictions],
+    }
+    return scalars, {str(i): map_sample(p.anomaly_map) for i, p in enumerate(predictions)}
+
+
+def recorded() -> tuple[dict, dict[str, np.ndarray]]:
+    """The recorded scalars by case, and the recorded maps keyed ``"<case>/<test index>"``."""
+    with np.load(GOLDEN_DIR / "maps.npz") as maps:
+        return json.loads((GOLDEN_DIR / "golden.json").read_text()), dict(maps)
+
+
+def record(workdir: Path) -> None:
+    """Recompute every case and overwrite ``tests/golden/``."""
+    scalars, maps = {}, {}
+    for name, settings, references, tests in cases(workdir):
+        scalars[name], case_maps = outputs(settings, references, tests)
+        maps.update({f"{name}/{i}": m for i, m in case_maps.items()})
+        print(name, [round(s, 6) for s in scalars[name]["pred_score"]], flush=True)
+    GOLDEN_DIR.mkdir(exist_ok=True)
+    (GOLDEN_DIR / "golden.json").write_text(json.dumps(scalars, indent=1))
+    np.savez_compressed(GOLDEN_DIR / "maps.npz", **maps)
+
+
+def spread(workdir: Path, only: list[str] | None = None) -> None:
+    """Print each case's (or each of ``only``'s) largest absolute and relative differences from the
+    recorded values."""
+    golden, golden_maps = recorded()
+    for name, settings, references, tests in cases(workdir):
+        if only and name not in only:
+            continue
+        scalars, maps = outputs(settings, references, tests)
+        pairs = {key: (scalars[key], golden[name][key])
+                 for key in ("pred_score", "raw_score", "image_threshold", "pixel_threshold")}
+        pairs["maps"] = (np.stack(list(maps.values())), np.stack([golden_maps[f"{name}/{i}"] for i in maps]))
+        cells = []
+        for key, (actual, expected) in pairs.items():
+            actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+            diff = np.abs(actual - expected)
+            cells.append(f"{key} {diff.max():.2e} / {(diff / np.maximum(np.abs(expected), 1e-12)).max():.2e}")
+        print(f"{name}: " + "; ".join(cells), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Record the golden outputs, or measure this machine's spread "
+                                                 "from them (max absolute / relative difference).")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--record", action="store_true", help="recompute and overwrite tests/golden/")
+    mode.add_argument("--spread", action="store_true", help="print differences from the recorded values")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--cases", nargs="+", default=None, help="--spread: only these cases")
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.record:
+            record(Path(tmp))
+        else:
+            spread(Path(tmp), args.cases)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 CHROMIUM = os.environ.get("VANDAL_CHROMIUM", "/usr/bin/chromium")
@@ -72,3 +75,79 @@ def save_pngs(folder: Path, images: dict[str, np.ndarray]) -> list[Path]:
         Image.fromarray(image).save(folder / name)
         paths.append(folder / name)
     return paths
+
+
+def score_texture(url: str, seed: int, prefix: str = "p", threshold: float | None = None) -> dict:
+    """POST one synthetic texture (``{prefix}{seed}.png``, 64 px) to model ``line`` at ``url``, no PNGs
+    back -> its result (asserting a 200)."""
+    import httpx
+
+    from synthetic import texture
+
+    query = "?include=" + ("" if threshold is None else f"&image_threshold={threshold}")
+    answer = httpx.post(f"{url}/models/line/predict{query}",
+                        files=parts([(f"{prefix}{seed}.png", png_bytes(texture(seed, 64)))]), timeout=120)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["results"][0]
+
+
+def required_program(name: str, *candidates: str) -> str:
+    """The path of an external program the test runs (a broker, a database server): skipped when it is
+    missing, except in CI (``CI=true``), where a missing program fails the test instead."""
+    for candidate in (*candidates, shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    message = f"{name} is not installed (apt-get install the package that has it; .ci/run does)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message + "; CI must run this test")
+    pytest.skip(message)
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``condition()`` until it is truthy -> its value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Receiver:
+    """A webhook receiver: answers ``fail_first`` requests with 503, then 200; ``gate`` (when set)
+    holds every request until it is opened."""
+
+    def __init__(self, fail_first: int = 0, gate: threading.Event | None = None):
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.fail_first, self.gate = fail_first, gate
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.gate is not None:
+                    receiver.gate.wait(30)
+                receiver.requests.append((dict(self.headers), body))
+                status = 503 if len(receiver.requests) <= receiver.fail_first else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.gate is not None:
+            self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()

@@ -59,7 +59,8 @@ def test_train_then_predict_zero_shot_with_adapters(tiny_dir, trained, tmp_path)
                                  "--image-size", SIZE, "--adapters", str(trained), "--device", "cpu",
                                  str(folder), "--out", str(out), "--save-maps"])
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    with open(out / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
     assert len(rows) == 4
     maps = [np.load(out / row["map_file"]).astype(np.float32) for row in rows]
     assert auroc(np.stack(masks).ravel(), np.stack(maps).ravel()) >= 0.85

@@ -159,13 +159,17 @@ def test_non_clip_directories_raise(tmp_path):
 
     empty = tmp_path / "empty"
     empty.mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        create_backbone(str(empty))  # resolution already refuses it
     with pytest.raises(ValueError, match="not a CLIP model directory"):
-        create_backbone(str(empty))
+        CLIPBackbone(str(empty))
     bert = tmp_path / "bert"
     BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
                intermediate_size=8).save_pretrained(bert)
-    with pytest.raises(ValueError, match="not CLIP"):
+    with pytest.raises(ValueError, match="'bert' model"):
         create_backbone(str(bert))
+    with pytest.raises(ValueError, match="not CLIP"):
+        CLIPBackbone(str(bert))
     weights = tmp_path / "clip.pt"
     weights.write_bytes(b"\0")
     with pytest.raises(ValueError, match="is a file"):

@@ -66,7 +66,7 @@ def test_references_are_embedded_once(textures, monkeypatch):
     """k references, no augmentation, no texture plan: k backbone images for banking and holding out, plus
     the synthetic defects the calibration pastes into them."""
     import vandal.backbones as backbones
-    from vandal.calibrating import SYNTHETIC_DEFECTS
+    from vandal.calibration import SYNTHETIC_DEFECTS
 
     references, _ = textures
     seen = []
@@ -152,3 +152,24 @@ def test_nan_is_never_normal(fitted_detector, textures, monkeypatch):
     prediction = fitted_detector.predict(tests[0][0])[0]
     assert np.isnan(prediction.pred_score) and prediction.pred_label is True
     assert prediction.pred_mask[np.isnan(prediction.anomaly_map)].all()
+
+
+def test_thresholds_per_call_leave_the_detector_alone(fitted_detector, textures):
+    from vandal.config import ConfigError
+    from vandal.prediction import decision_levels
+    from vandal.runner import Predictor
+
+    assert isinstance(fitted_detector, Predictor)
+    _, tests = textures
+    image = tests[0][0]
+    before = fitted_detector.config
+    usual = fitted_detector.predict(image)[0]
+    high = fitted_detector.predict(image, image_threshold=1e6, pixel_threshold=1e6)[0]
+    assert not high.pred_label and not high.pred_mask.any() and high.pred_score == usual.pred_score
+    low = fitted_detector.predict_image(image, image_threshold=1e-6, pixel_threshold=1e-6)
+    assert low.pred_label and low.pred_mask.all()
+    assert fitted_detector.config == before, "a call's levels never change the detector"
+    with pytest.raises(ConfigError, match="post.image_threshold must be a positive finite number"):
+        fitted_detector.predict(image, image_threshold=0.0)  # 0 is refused, never read as "not given"
+    levels = decision_levels(before.replace(pixel_threshold=0.7).post, image_threshold=None, pixel_threshold=None)
+    assert (levels.image, levels.pixel) == (0.5, 0.7)

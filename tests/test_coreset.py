@@ -91,7 +91,7 @@ def test_a_large_memory_without_a_coreset_says_how_to_keep_predict_fast(one_thre
     from synthetic import texture
 
     references = [texture(s, 64) for s in range(6)]  # 6 x 11 augmented views = 66 > LARGE_MEMORY_VIEWS
-    assert 6 * 11 > LARGE_MEMORY_VIEWS
+    assert LARGE_MEMORY_VIEWS < 6 * 11
     settings = dict(image_size=64, augment=True, texture="off", distribution="off", device="cpu", progress=False)
     with pytest.warns(UserWarning, match=r"memory holds 66 reference views .* --coreset 16"):
         Detector(**settings).fit(references)

@@ -165,7 +165,7 @@ def test_mask_level_comes_from_the_synthetic_defects(fitted_detector, textures, 
     """The pixel level is the one that best outlines the synthetic defects pasted into the held-out
     references, between the held-out maps' extreme-value level and the image level; the planted
     defects' masks find them."""
-    import vandal.calibrating as calibrating
+    import vandal.calibration as calibrating
 
     calibration = fitted_detector.calibration_
     assert calibration.pixel_threshold <= calibration.image_threshold

@@ -216,6 +216,38 @@ def test_transductive_scores_and_accumulator():
     np.testing.assert_allclose(acc.image_scores(True), 0.5 * np.array([0.0, 1.0, 0.5, 0.75]), atol=1e-3)
 
 
+def test_grid_protocol_keeps_float32_maps_for_the_legacy_aupro(tree):
+    from vandal.data.datasets import load_mvtec
+    from vandal.metrics import aupro_legacy
+    from vandal.prediction import Prediction
+
+    split = load_mvtec(tree, CATEGORIES[0])[CATEGORIES[0]]
+    rng = np.random.default_rng(0)
+    acc, maps = CategoryAccumulator("grid", MaskCache("grid")), []
+    for sample in split.test:
+        # Values a float16 cast would move (1 + 1e-4 steps): the legacy thresholds then differ.
+        amap = (1 + 1e-4 * rng.integers(0, 400, (64, 64))).astype(np.float32)
+        maps.append(amap)
+        acc.add(sample, Prediction(pred_score=0.0, anomaly_map=amap, pred_label=False, pred_mask=amap > 2,
+                                   raw_score=0.0, text_score=None))
+    assert all(m.dtype == np.float32 for m in acc.maps)
+    assert acc.metrics()["pixel_aupro_legacy"] == aupro_legacy(acc.masks, maps)
+    assert aupro_legacy(acc.masks, [m.astype(np.float16) for m in maps]) != aupro_legacy(acc.masks, maps)
+
+
+def test_evaluate_adapters_across_categories_without_class_name(tree, tmp_path):
+    from clip_fixtures import make_tiny_clip
+    from golden_cases import adapters_file
+
+    clip = make_tiny_clip(tmp_path / "clip")
+    adapters = adapters_file(clip, tmp_path)
+    code, output = run(tree, tmp_path / "eval", "--shots", "0", "--backbone", clip, "--adapters", adapters,
+                       "--image-size", "32", "--seeds", "1", "--no-progress", "--no-legacy-pro")
+    assert code == 0, output
+    runs = load(tmp_path / "eval")["runs"]
+    assert sorted(r["category"] for r in runs) == sorted(CATEGORIES)
+
+
 def test_summary_means_and_stds():
     from vandal.evaluation.tables import markdown, summarise, to_csv
 

@@ -1,58 +1,59 @@
-"""Outputs recorded before the composition refactor (issue 8) stay identical: every configuration of
-the golden matrix (``golden_cases.py``) gives the same scores, thresholds and maps within 1e-6."""
+"""Every configuration of the golden matrix (``golden_cases.py``) still gives its recorded scores,
+levels and maps, on any x86-64 CPU and thread count. Re-record: ``python tests/golden_cases.py --record``."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 
-from golden_cases import GOLDEN_DIR, cases, map_sample
+from golden_cases import cases, outputs, recorded
 
-TOLERANCE = 1e-6
+# float32 arithmetic is not bit-stable across machines: SIMD width (AVX-512 / AVX2) and the thread count
+# change reduction orders. Measured with `golden_cases.py --spread` against values recorded at 2 threads
+# (Xeon with AVX-512): 1, 2 and 4 torch threads, and AVX2 kernels (ATEN_CPU_CAPABILITY=avx2,
+# ONEDNN_MAX_CPU_ISA=AVX2), differ by up to 6.6e-6 absolute (a pred_score near 4) and 6.9e-6 relative
+# (a map value); another AMD EPYC reported 2.7e-6 on a pred_score. atol + rtol * |value| leaves >= 5x
+# margin over that at any magnitude, while a changed default or formula moves these outputs by 1e-3 or more.
+RTOL = 1e-4
+ATOL = 1e-5
 
-
-@pytest.fixture(scope="module")
-def two_threads():
-    """The goldens were recorded with 2 torch threads; another count moves convolutions by ~1e-6."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+GOLDEN, GOLDEN_MAPS = recorded()
 
 
 @pytest.fixture(scope="module")
-def recorded():
-    return json.loads((GOLDEN_DIR / "golden.json").read_text()), np.load(GOLDEN_DIR / "maps.npz")
+def built(tmp_path_factory) -> dict:
+    """Every case's (settings, references, tests), built once: the tiny CLIP is saved a single time."""
+    return {name: rest for name, *rest in cases(tmp_path_factory.mktemp("golden"))}
 
 
-def _close(actual, expected, what):
+def _close(actual, expected, what: str) -> None:
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     # Relative for large values (a map may reach ~10), absolute near zero.
-    assert np.allclose(actual, expected, rtol=TOLERANCE, atol=TOLERANCE), (
-        f"{what}: max difference {np.abs(actual - expected).max():.3g}")
+    assert np.allclose(actual, expected, rtol=RTOL, atol=ATOL), (
+        f"{what}: max difference {np.abs(actual - expected).max():.3g} (rtol {RTOL}, atol {ATOL}); if the change "
+        "is intended, re-record with `python tests/golden_cases.py --record` and review the diff")
 
 
-def test_golden_matrix(recorded, tmp_path_factory, two_threads):
-    from vandal.detector import Detector
+@pytest.mark.slow  # a fit and predict per case; `pytest -m "not slow"` leaves them to make test
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_case(name, built):
+    from vandal.scoring.levels import DECISION_LEVEL
 
-    golden, maps = recorded
-    seen = []
-    for name, settings, references, tests in cases(tmp_path_factory.mktemp("golden")):
-        if name not in golden:
-            continue
-        seen.append(name)
-        detector = Detector(**settings, device="cpu", progress=False).fit(references or None)
-        predictions = detector.predict(tests)
-        want = golden[name]
-        _close([p.pred_score for p in predictions], want["pred_score"], f"{name} pred_score")
-        _close([p.raw_score for p in predictions], want["raw_score"], f"{name} raw_score")
-        _close(detector.calibration_.image_threshold, want["image_threshold"], f"{name} image threshold")
-        _close(detector.calibration_.pixel_threshold, want["pixel_threshold"], f"{name} pixel threshold")
-        assert [p.pred_label for p in predictions] == want["pred_label"], name
-        for i, p in enumerate(predictions):
-            _close(map_sample(p.anomaly_map), maps[f"{name}/{i}"], f"{name} map {i}")
-    assert len(seen) >= 13, seen
+    if name not in built:
+        if name.startswith("bottle-"):
+            pytest.skip("MVTec AD bottle is not on this machine (../shared/data/mvtec_ad/bottle)")
+        pytest.fail(f"{name} is recorded but golden_cases.cases() no longer builds it: re-record")
+    want, want_maps = GOLDEN[name], GOLDEN_MAPS
+    got, maps = outputs(*built[name])
+    for key in ("pred_score", "raw_score", "image_threshold", "pixel_threshold"):
+        _close(got[key], want[key], f"{name} {key}")
+    for i, sample in maps.items():
+        _close(sample, want_maps[f"{name}/{i}"], f"{name} map {i}")
+    # A label may flip only where its score sits within the tolerance of the decision level.
+    for i, (label, score) in enumerate(zip(got["pred_label"], want["pred_score"])):
+        if not np.isclose(score, DECISION_LEVEL, rtol=RTOL, atol=ATOL):
+            assert label == want["pred_label"][i], f"{name} image {i}: pred_label {label}, recorded the opposite"
+
+
+def test_every_built_case_is_recorded(built):
+    assert not set(built) - set(GOLDEN), f"cases never recorded: {sorted(set(built) - set(GOLDEN))}: re-record"

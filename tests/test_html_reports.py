@@ -16,8 +16,8 @@ from vandal.cli.main import app
 from vandal.evaluation.curves import image_curves, pixel_curves
 from vandal.evaluation.report_cells import misses
 from vandal.evaluation.svg import line_chart
-from vandal.html_report import Row, ordered, read_rows
 from vandal.metrics import auroc
+from vandal.outputs.html import Row, ordered, read_rows
 
 from synthetic import plant_defect, texture
 

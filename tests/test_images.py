@@ -133,7 +133,7 @@ def test_pixel_limit_is_configurable_for_every_input(tmp_path):
             load_image(image, max_pixels=4999)
         assert np.array_equal(load_image(image, max_pixels=5000), rgb)
         assert np.array_equal(load_image(image, max_pixels=None), rgb)
-    assert Image.MAX_IMAGE_PIXELS == before  # Pillow's global guard is never touched
+    assert before == Image.MAX_IMAGE_PIXELS  # Pillow's global guard is never touched
 
 
 def test_decode_ahead_reports_oversized_images_as_unreadable(tmp_path):
@@ -232,7 +232,7 @@ def test_large_images_convert_in_bands(monkeypatch):
 def test_skip_unreadable_lists_a_decompression_bomb_with_its_reason(tmp_path, fitted_detector):
     import csv
 
-    from vandal.report import write_outputs
+    from vandal.outputs.run import write_outputs
 
     bomb = _png_header(tmp_path / "bomb.png", 30000, 30000)
     good = save(tmp_path / "good.png", np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8))

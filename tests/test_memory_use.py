@@ -24,7 +24,7 @@ from PIL import Image
 from vandal.data.images import load_image
 from vandal.data.layout import merge_views, plan_views
 from vandal.memory.augment import Transform, apply_transform
-from vandal.visualize import overlay
+from vandal.outputs.visualize import overlay
 
 torch.set_num_threads(1)
 def kib(field):

@@ -56,11 +56,11 @@ def test_onnx_scores_as_torch(squash):
 
 
 def test_a_loaded_detector_exports_with_an_empty_smoothing_cache(squash, tmp_path):
-    from vandal.scoring import text
+    from vandal.scoring import smoothing
 
     detector, _ = squash
     detector.save(str(tmp_path / "model"))
-    text.blur_matrix.cache_clear()  # as in a fresh process: the export traces the smoothing first
+    smoothing.blur_matrix.cache_clear()  # as in a fresh process: the export traces the smoothing first
     loaded = Detector.load(str(tmp_path / "model"), device="cpu", progress=False)
     path = export_onnx(loaded, tmp_path / "model.onnx")
     images = _tests()
@@ -69,21 +69,29 @@ def test_a_loaded_detector_exports_with_an_empty_smoothing_cache(squash, tmp_pat
     _assert_same(torch_predictions, detector.predict(images))
 
 
-def test_detector_load_chooses_onnxruntime_by_suffix(squash):
-    _, path = squash
-    loaded = Detector.load(str(path), device="cpu", progress=False)
-    assert isinstance(loaded, OnnxDetector)
+def test_vandal_load_chooses_the_engine(squash, tmp_path):
+    import vandal
+    from vandal.runner import Predictor
+
+    detector, path = squash
+    loaded = vandal.load(path, device="cpu", progress=False)
+    assert isinstance(loaded, OnnxDetector) and isinstance(loaded, Predictor)
+    with pytest.raises(ValueError, match="vandal.load"):
+        Detector.load(str(path), device="cpu", progress=False)
+    detector.save(str(tmp_path / "folder.onnx"))  # a bundle folder may carry any name
+    bundle = vandal.load(tmp_path / "folder.onnx", device="cpu", progress=False)
+    assert isinstance(bundle, Detector) and isinstance(bundle, Predictor)
     assert loaded.source_names == ["memory", "distribution"] and not loaded.transductive
 
 
 def test_graph_takes_any_batch_and_calibrates_inside(squash):
     import torch
 
-    from vandal.export import MemoryGraph
+    from vandal.export import DetectorGraph
     from vandal.export.runtime import session
 
     detector, path = squash
-    graph = MemoryGraph(detector).eval()
+    graph = DetectorGraph(detector).eval()
     run = session(str(path), "cpu", threads=1)
     inputs = torch.cat([detector.embedder_.views(image)[1] for image in _tests()[:3]])
     for batch in (1, 3):
@@ -121,6 +129,8 @@ def test_threshold_override_and_fixed_settings(squash):
     onnx_detector = OnnxDetector(path, device="cpu", progress=False)
     image = _tests()[1]
     score = onnx_detector.predict_image(image).pred_score
+    assert onnx_detector.predict_image(image, image_threshold=score / 2).pred_label
+    assert not onnx_detector.predict([image], image_threshold=score * 2)[0].pred_label
     onnx_detector.set_params(image_threshold=score / 2)
     assert onnx_detector.predict_image(image).pred_label
     with pytest.raises(ConfigError, match="fixed in the exported graph"):

@@ -185,7 +185,7 @@ def test_fit_counts_a_bomb_as_unreadable(folders, tmp_path):
 
 
 def test_identical_references_fall_back_and_warn(textures):
-    from vandal.calibrating import DegenerateReferencesWarning
+    from vandal.calibration import DegenerateReferencesWarning
     from vandal.detector import Detector
 
     references, tests = textures

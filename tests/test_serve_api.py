@@ -6,13 +6,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from vandal.detector import Detector
-from vandal.visualize import map_image, mask_image
+from vandal.outputs.visualize import map_image, mask_image
+from vandal.serve.app import STATIC
 
 from serve_helpers import FIT_SETTINGS, bomb_png, parts, png_bytes
 from synthetic import plant_defect, texture
@@ -39,7 +41,7 @@ def service(tmp_path_factory, images):
 
     models = tmp_path_factory.mktemp("models")
     app = create_app(models=models, device="cpu", max_pixels=2_000_000, max_upload_mb=0.25, max_files=8)
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://127.0.0.1")  # a loopback Host: the DNS-rebinding guard allows it
     created = client.post("/models/base", files=parts(list(images["references"].items())),
                           data={"settings": FIT_SETTINGS})
     assert created.status_code == 201, created.text
@@ -79,11 +81,26 @@ def test_page_and_its_files_work_offline(service):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for hook in ("model-name", "reference-files", "create-model", "test-files", "threshold", "error"):
         assert f'data-testid="{hook}"' in page.text
-    for asset in ("/static/app.js", "/static/style.css"):
-        text = client.get(asset).text
-        assert "result-card" in text or asset.endswith(".css")
+    assets = sorted(path.name for path in STATIC.iterdir() if path.suffix in (".js", ".css"))
+    assert {"main.js", "score.js", "style.css"} <= set(assets)
+    for asset in assets:
+        answer = client.get(f"/static/{asset}")
+        assert answer.status_code == 200
+        text = answer.text.replace("http://www.w3.org/2000/svg", "")  # the SVG namespace names, loads nothing
         assert "http://" not in text and "https://" not in text, f"{asset} must not load anything from elsewhere"
+    assert "result-card" in client.get("/static/score.js").text
     assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_the_pages_run_under_a_strict_content_security_policy(service):
+    """No inline script, event handler or style attribute (script-src / style-src 'self')."""
+    client, _, _ = service
+    for path in ("/", "/docs"):
+        html = client.get(path).text
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), f"{path}: an inline <script>"
+        assert not re.search(r"\son[a-z]+\s*=", html), f"{path}: an inline event handler"
+        assert not re.search(r"\sstyle\s*=|<style", html), f"{path}: an inline style"
+        assert "javascript:" not in html and 'src="data:' not in html and 'href="data:' not in html
 
 
 # ---------------------------------------------------------------------------- predict
@@ -112,9 +129,9 @@ def test_include_and_per_request_thresholds(service, images):
     client, _, _ = service
     defect = {"defect.png": images["arrays"]["defect.png"]}
     only_mask = predict(client, "base", defect, "?include=mask_png").json()["results"][0]
-    assert set(only_mask) == {"file", "pred_score", "pred_label", "mask_png"}
+    assert set(only_mask) == {"file", "pred_score", "pred_label", "mask_png", "inspection_id"}
     bare = predict(client, "base", defect, "?include=").json()["results"][0]
-    assert set(bare) == {"file", "pred_score", "pred_label"}
+    assert set(bare) == {"file", "pred_score", "pred_label", "inspection_id"}
     high = predict(client, "base", defect, "?include=mask_png&image_threshold=1e6&pixel_threshold=1e6").json()
     assert high["results"][0]["pred_label"] is False and decode_png(high["results"][0]["mask_png"]).max() == 0
     again = predict(client, "base", defect, "?include=").json()["results"][0]

@@ -1,7 +1,7 @@
 """The inspection page in a real browser: Playwright driving Debian's Chromium against a real server.
 
-Skipped when playwright or the browser is missing, unless VANDAL_REQUIRE_BROWSER=1 (``.ci/run``
-sets it), which turns the skip into a failure.
+The ``browser`` fixture (conftest.py) skips when playwright or the browser is missing, unless
+VANDAL_REQUIRE_BROWSER=1 (``.ci/run`` sets it), which turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -13,31 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from serve_helpers import CHROMIUM, CHROMIUM_ARGS, running_server, save_pngs
+from serve_helpers import running_server, save_pngs
 from synthetic import plant_defect, texture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCREENSHOTS = Path(os.environ.get("VANDAL_SCREENSHOTS", "")) if os.environ.get("VANDAL_SCREENSHOTS") else None
-
-
-def _unavailable(reason: str):
-    if os.environ.get("VANDAL_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser tests required (VANDAL_REQUIRE_BROWSER=1) but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install playwright)")
-    if not os.access(CHROMIUM, os.X_OK):
-        _unavailable(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set VANDAL_CHROMIUM)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +47,9 @@ def page(browser, server, files):
     url, app = server
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     tab = context.new_page()
+    violations: list[str] = []  # the server's Content-Security-Policy refused something the page does
+    tab.on("console", lambda message: violations.append(message.text)
+           if "Content Security Policy" in message.text else None)
     tab.goto(url + "/")
     tab.get_by_test_id("model-name").fill("page-model")
     tab.get_by_test_id("reference-files").set_input_files([str(p) for p in files["references"]])
@@ -75,6 +58,7 @@ def page(browser, server, files):
     tab.wait_for_function("() => !document.getElementById('test-panel').hidden", timeout=60_000)
     yield tab
     context.close()
+    assert not violations, violations
 
 
 def cards(tab) -> list[dict]:

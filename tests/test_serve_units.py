@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vandal.data.images import UnreadableImageError, decode_bytes, load_image
-from vandal.visualize import map_image
+from vandal.outputs.visualize import map_image
 
 from serve_helpers import bomb_png, png_bytes
 from synthetic import texture

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from vandal.scoring.adapters import TapAdapters
+from vandal.scoring.smoothing import gaussian_smooth
 from vandal.scoring.text import (
-    gaussian_smooth,
     harmonic_mean,
     pool_tokens,
     pooled_text_maps,
@@ -126,18 +126,18 @@ def test_gaussian_smooth():
 
 
 def test_gaussian_smooth_by_matrices_equals_the_convolutions(monkeypatch):
-    from vandal.scoring import text
+    from vandal.scoring import smoothing
 
     maps = _randn(3, 40, 29) * 5
     by_matrices = gaussian_smooth(maps, sigma=4)
-    monkeypatch.setattr(text, "MATMUL_SIDE", 8)  # every side above it: the conv1d passes
+    monkeypatch.setattr(smoothing, "MATMUL_SIDE", 8)  # every side above it: the conv1d passes
     by_convolutions = gaussian_smooth(maps, sigma=4)
     torch.testing.assert_close(by_matrices, by_convolutions, rtol=1e-6, atol=1e-5)
     expected = np.stack([ndimage.gaussian_filter(m, 4, mode="reflect") for m in maps.numpy()])
     np.testing.assert_allclose(by_matrices.numpy(), expected, atol=1e-5)
-    matrix = text.blur_matrix(40, 4.0, 4.0, "cpu")
+    matrix = smoothing.blur_matrix(40, 4.0, 4.0, "cpu")
     torch.testing.assert_close(matrix.sum(dim=1), torch.ones(40))  # every output is a weighted mean
-    text.blur_matrix.cache_clear()
+    smoothing.blur_matrix.cache_clear()
     with torch.inference_mode():  # cached here, as predict does ...
         gaussian_smooth(maps, sigma=4)
     with torch.enable_grad():  # ... and still usable in training (not an inference tensor)

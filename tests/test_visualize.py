@@ -1,7 +1,7 @@
 import numpy as np
 
-import vandal.visualize as visualize
-from vandal.visualize import colormap, mask_image, overlay
+import vandal.outputs.visualize as visualize
+from vandal.outputs.visualize import colormap, mask_image, overlay
 
 
 def _scene(height=37, width=29, seed=0):

@@ -35,7 +35,7 @@ def _direct_window(backbone, pixels, top, left, r):
     patches = vision.embeddings.patch_embedding(pixels).flatten(2).transpose(1, 2)  # [B, N, C]
     table = backbone.position_table
     grid = backbone.grid_size
-    rows = [cls_row for cls_row in [vision.embeddings.class_embedding + table[0]]]
+    rows = [vision.embeddings.class_embedding + table[0]]
     for y in range(top, top + r):
         for x in range(left, left + r):
             rows.append(patches[0, y * grid + x] + table[1 + y * grid + x])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Detector", "Prediction", "__version__"]
+__all__ = ["Detector", "Prediction", "Predictor", "__version__", "load"]
 
 
 def __getattr__(name: str):
@@ -13,6 +13,14 @@ def __getattr__(name: str):
         from .detector import Detector
 
         return Detector
+    if name == "load":
+        from .loading import load
+
+        return load
+    if name == "Predictor":
+        from .runner import Predictor
+
+        return Predictor
     if name == "Prediction":
         from .prediction import Prediction
 

@@ -23,7 +23,7 @@ from .atomic import write_directory
 from .backbones.base import BackboneSpec
 from .config import ConfigError, DetectorConfig, from_dict
 from .planning import ViewPlan
-from .scoring.calibration import Calibration
+from .scoring.levels import Calibration
 from .sources import SOURCES
 
 FORMAT = "vandal-detector"

@@ -15,6 +15,7 @@ INDIVIDUAL_MODES = ("auto", "on", "off")
 FUSIONS = ("sum", "mean")
 TEXT_SCALES = ("pooled", "windows")
 MUTUAL_MODES = ("objects", "batch")
+MUTUAL_SCORINGS = ("nearest", "musc")
 TEXTURE_MODES = ("auto", "on", "off")
 DISTRIBUTION_MODES = ("auto", "on", "off", "only")
 HIDDEN_ACTS = ("gelu", "quick_gelu")
@@ -57,13 +58,15 @@ def _odd_sizes(key: str, values: tuple[int, ...] | None) -> None:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """What extracts the features (METHOD section 1); preprocessing travels with the weights."""
+    """What extracts the features (docs/method.md §1); preprocessing travels with the weights."""
 
-    name: str = option("efficientnet-lite2", "Registry name, Hugging Face CLIP id or local CLIP directory.",
+    name: str = option("efficientnet-lite2", "Registry name, Hugging Face id (openai/clip-vit-*, facebook/dinov2-*) or local model directory "
+                                              "(CLIP or DINOv2, as written by save_pretrained).",
                        alias="backbone")
     image_size: int | None = option(None, "Backbone input side in pixels (default: the backbone's).")
-    taps: tuple[int, ...] | None = option(None, "Tap set: strides (EfficientNet: 8,16) or 1-based CLIP blocks "
-                                                "(6,12,18,24); default: the backbone's.")
+    taps: tuple[int, ...] | None = option(None, "Tap set: strides (EfficientNet: 8,16) or 1-based ViT blocks "
+                                                "(CLIP: 6,12,18,24; DINOv2 also -1 for the last); default: the "
+                                                "backbone's.")
     hidden_act: str | None = option(None, "CLIP activation override: gelu reproduces the APRIL-GAN reference at "
                                           "518 px (default: the checkpoint's own).", choices=HIDDEN_ACTS)
 
@@ -86,7 +89,7 @@ class ViewsConfig:
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    """The global memory bank of reference patches (METHOD section 5)."""
+    """The global memory bank of reference patches (docs/method.md §5)."""
 
     neighbourhood: tuple[int, ...] = option((3,), "Memory comparison scales: r x r token averaging, e.g. 1,3,5.")
     augment: bool = option(False, "Add 11 augmented views of each reference (rotations, shifts, flips).")
@@ -94,12 +97,23 @@ class MemoryConfig:
                                   "statistics do not depend on the place), compare token by token (neighbourhood "
                                   "1) and bank the augmented views the texture is invariant to; on: always; off: "
                                   "never (neighbourhood and augment as set).", choices=TEXTURE_MODES)
+    rotations: bool = option(False, "Also bank each reference turned by 45, 90, ..., 315 degrees (AnomalyDINO's "
+                                    "rotation augmentation, reflection padding).")
+    mask_background: bool = option(False, "Zero-shot background masking of test patches (AnomalyDINO, for objects on "
+                                          "a plain background; DINOv2 taps): patches off the first principal "
+                                          "component's object side score 0.")
+    top_fraction: float | None = option(None, "Image score: the mean of this highest fraction of the patch "
+                                              "distances, summed over taps (AnomalyDINO: 0.01), instead of the map "
+                                              "maximum; default: the maximum.")
     coreset: int | None = option(None, "Memory rows kept per bank, in reference views (e.g. 8: as many as 8 "
                                        "references without augment; a greedy k-centre coreset of the rest); "
                                        "default: keep every row.")
 
     def __post_init__(self) -> None:
         _odd_sizes("memory.neighbourhood", self.neighbourhood)
+        if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
+            raise ConfigError(f"memory.top_fraction must be a fraction in (0, 1] (or unset: the map maximum), "
+                              f"got {self.top_fraction}")
         if self.coreset is not None and self.coreset < 1:
             raise ConfigError(f"memory.coreset must be >= 1 reference views (or unset: keep every row), got {self.coreset}")
 
@@ -133,7 +147,7 @@ class DistributionConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    """Zero-shot text prompts (METHOD sections 2-4): CLIP backbones only."""
+    """Zero-shot text prompts (docs/method.md §2-4): CLIP backbones only."""
 
     class_name: str | None = option(None, "Object name for the text prompts (CLIP backbones): turns the text "
                                           "map on.")
@@ -157,6 +171,29 @@ class MutualConfig:
     mode: str | None = option(None, "objects: each object against the other objects of its image; batch: each "
                                     "image against the OTHER TEST IMAGES of the call (transductive).",
                               alias="mutual", choices=MUTUAL_MODES)
+    scoring: str = option("nearest", "batch: nearest (each token's nearest cosine distance over the other images) "
+                                     "or musc (MuSc: LayerNorm, zero-padded neighbourhoods, the mean of the lowest "
+                                     "fraction of per-image Euclidean distances).", alias="mutual_scoring",
+                          choices=MUTUAL_SCORINGS)
+    lowest: float = option(0.3, "musc: fraction of the other images whose nearest distances are averaged (MSM).",
+                           alias="mutual_lowest")
+    rescore: tuple[int, ...] | None = option(None, "batch: re-score image scores over the k-nearest graph of the "
+                                                   "images' global features, averaged over these k (RsCIN: 1,2,3); "
+                                                   "default: the map maximum.", alias="rescore")
+    batch_cap: int | None = option(None, "batch: compare at most this many images at once; a larger call is split "
+                                         "into random, near-equal parts (the all-pairs cost grows with the square); "
+                                         "default: the whole call.", alias="mutual_batch_cap")
+
+    def __post_init__(self) -> None:
+        if self.mode != "batch" and (self.scoring != "nearest" or self.rescore or self.batch_cap is not None):
+            raise ConfigError("mutual.scoring, mutual.rescore and mutual.batch_cap shape the batch comparison: "
+                              "set mutual.mode = batch (--mutual batch)")
+        if not 0 < self.lowest <= 1:
+            raise ConfigError(f"mutual.lowest must be a fraction in (0, 1], got {self.lowest}")
+        if self.rescore is not None and (not self.rescore or any(k < 1 for k in self.rescore)):
+            raise ConfigError(f"mutual.rescore takes neighbour counts >= 1 (e.g. 1,2,3), got {self.rescore}")
+        if self.batch_cap is not None and self.batch_cap < 4:
+            raise ConfigError(f"mutual.batch_cap must be >= 4 images (or unset), got {self.batch_cap}")
 
 
 @dataclass(frozen=True)

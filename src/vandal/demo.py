@@ -13,7 +13,7 @@ import numpy as np
 from .data.datasets import list_images
 from .detector import Detector
 from .metrics import auroc
-from .report import write_outputs
+from .outputs.run import write_outputs
 
 
 def demo_root(data: Path | None) -> Path:

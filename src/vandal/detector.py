@@ -7,7 +7,7 @@ Estimator style (scikit-learn): ``__init__`` stores parameters only (one validat
 Composition: the detector embeds each image once (:mod:`vandal.embedding`), asks each of its score
 sources (:mod:`vandal.sources`: global memory, text, object memory, mutual comparison), fuses their
 maps and scores (:mod:`vandal.scoring.fusion`), smooths, and calibrates on the references only
-(:mod:`vandal.calibrating`).
+(:mod:`vandal.calibration`).
 """
 
 from __future__ import annotations
@@ -21,22 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import FIELDS, DetectorConfig, from_dict, stage_of
-from .data.images import (
-    DEFAULT_MAX_PIXELS,
-    ImageInput,
-    UnreadableImageError,
-    as_image_list,
-    decode_ahead,
-    describe,
-    load_image,
-)
+from .data.images import DEFAULT_MAX_PIXELS, ImageInput, as_image_list, load_image
 from .embedding import PRECISIONS, EmbeddedImage, Embedder
-from .prediction import Prediction, decide, predictions_of
+from .runner import Runner
 from .scoring.fusion import ScoredImage, collect
 from .sources import SOURCES, ScoreSource
 
 if TYPE_CHECKING:
-    from .export.onnx_detector import OnnxDetector
     from .planning import ViewPlan
 
 RUNTIME = ("device", "batch_size", "progress", "max_pixels", "allow_download", "precision")
@@ -72,9 +63,7 @@ def decode_workers(device: str) -> int:
 
     A GPU is fed by several. On a CPU the backbone's threads own the cores: a decoding thread helps
     only on a core they leave spare. Without one it slows the whole predict: it preempts one of the
-    backbone's OpenMP threads, and every parallel region waits for that straggler. Measured on 2 cores
-    (bottle 900 x 900 PNG, k = 4, 40 images, 2 torch threads): 9.6-9.8 images/s decoding ahead, 10.4-10.8
-    decoding in turn.
+    backbone's OpenMP threads, and every parallel region waits for that straggler (docs/performance.md).
     """
     try:
         cores = len(os.sched_getaffinity(0))
@@ -85,7 +74,7 @@ def decode_workers(device: str) -> int:
     return 1 if cores > torch.get_num_threads() else 0
 
 
-class Detector:
+class Detector(Runner):
     """Zero-/few-shot anomaly detector.
 
     config: a :class:`~vandal.config.DetectorConfig` (or its dict); preset: a preset name
@@ -96,6 +85,8 @@ class Detector:
     allow_download: whether a Hugging Face id may be downloaded (``load`` defaults to no);
     precision: ``float32``, or ``bfloat16``/``float16`` autocast of the frozen backbone (GPU speed).
     """
+
+    RUNTIME = RUNTIME
 
     def __init__(self, config: DetectorConfig | Mapping | None = None, *, preset: str | None = None,
                  device: str = "auto", batch_size: int = 8, progress: bool = True,
@@ -126,16 +117,16 @@ class Detector:
     def set_params(self, **params: Any) -> Detector:
         """Change runtime options, the whole ``config``, or fields (aliases or dotted keys). Changing a
         fit-stage field forgets the fitted state (fit again); thresholds apply at once."""
-        for key in RUNTIME:
-            if key in params:
-                setattr(self, key, params.pop(key))
+        super().set_params(**params)
+        return self
+
+    def _set_fixed(self, params: dict[str, Any]) -> None:
         config = params.pop("config", None)
         new = make_config(config if config is not None else self.config, None, params)
         changed = [key for key, value in new.flat().items() if self.config.get(key) != value]
         self.config = new
         if any(stage_of(key) == "fit" for key in changed):
             self._forget()
-        return self
 
     def clone(self) -> Detector:
         """A new, unfitted detector with the same parameters."""
@@ -149,6 +140,17 @@ class Detector:
     @property
     def fitted(self) -> bool:
         return hasattr(self, "calibration_")
+
+    @property
+    def backbone_name(self) -> str:
+        self._check_fitted()
+        return self.backbone_.spec.name
+
+    @property
+    def input_size(self) -> int:
+        """The backbone's input side in pixels."""
+        self._check_fitted()
+        return self.backbone_.spec.image_size
 
     @property
     def source_names(self) -> list[str]:
@@ -203,8 +205,8 @@ class Detector:
     # ------------------------------------------------------------------ fit
     def fit(self, normal_images: Iterable[ImageInput] | ImageInput | None = None) -> Detector:
         """Learn from normal images (none: zero-shot / mutual) and calibrate on them; returns self."""
-        from .calibrating import calibrate_sources
-        from .planning import plan_views
+        from .calibration import calibrate_sources
+        from .planning import choose_plan
 
         images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
         # What a source learned without references (text features, adapters) carries over a refit.
@@ -212,7 +214,7 @@ class Detector:
                    if s.carries_over(self.config)}
         names = self._wanted(bool(images))
         self._setup(names)
-        sources = self._sources(names, plan_views(self.config, self.embedder_, images))
+        sources = self._sources(names, choose_plan(self.config, self.embedder_, images))
         for source in sources:
             if source.name in carried:
                 source.load_state_dict(*carried[source.name])
@@ -225,9 +227,9 @@ class Detector:
 
     def _add_references(self, sources: list[ScoreSource], images: list[np.ndarray]) -> list[EmbeddedImage]:
         """Embed each reference once (with its planned augmented views) and hand it to every source ->
-        the first :data:`~vandal.calibrating.MAX_LOO_REFERENCES` embedded, all that calibration holds out
+        the first :data:`~vandal.calibration.MAX_LOO_REFERENCES` embedded, all that calibration holds out
         (the others' taps are let go: 200 references would otherwise all stay embedded)."""
-        from .calibrating import MAX_LOO_REFERENCES
+        from .calibration import MAX_LOO_REFERENCES
 
         transforms = self.plan_.transforms
         items = []
@@ -242,7 +244,7 @@ class Detector:
     def add_references(self, normal_images: Iterable[ImageInput] | ImageInput) -> Detector:
         """Add normal images to a fitted detector without refitting: only the new images are embedded;
         the memories grow and the calibration takes the new references' leave-one-out scores."""
-        from .calibrating import extend_calibration
+        from .calibration import extend_calibration
 
         self._check_fitted()
         images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
@@ -269,81 +271,27 @@ class Detector:
         return collect(item, [(s, s.score(item)) for s in self.sources_], self.embedder_.size,
                        self.config.post.smoothing_sigma)
 
-    def predict_image(self, image: np.ndarray, name: str | None = None, grid: bool = False) -> Prediction:
-        """One decoded ``[H, W, 3]`` uint8 image -> its :class:`Prediction`.
-
-        grid: maps (and the image score) on the backbone's input grid ``[S, S]`` rather than at the
-        image's size (``resize="squash"`` only): how the APRIL-GAN reference evaluates.
-        """
+    def _check_ready(self) -> None:
         self._check_fitted()
-        if self.transductive:
-            raise ValueError("mutual='batch' scores images against each other: use predict(images) on the whole batch")
-        return self._prediction(self.score_item(self.embedder_.image(image, name)), name, grid)
 
-    def _prediction(self, scored: ScoredImage, name: str | None, grid: bool = False) -> Prediction:
-        return decide(scored, self.calibration_, self.config.post, name, grid)
+    def _decode_workers(self) -> int:
+        return decode_workers(self.device_)
 
-    def predict_stream(self, images: Iterable[ImageInput], total: int | None = None
-                       ) -> Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError, Prediction | None]]:
-        """``(input, decoded image or its error, prediction or None)`` in input order.
+    def _prepare(self, image: np.ndarray) -> tuple:
+        return self.embedder_.views(image)
 
-        Decoding runs ahead in a thread and ``batch_size`` images share each backbone forward;
-        memory stays flat for any number of images. Transductive sources see every image first.
-        """
-        self._check_fitted()
-        if total is None and hasattr(images, "__len__"):
-            total = len(images)  # type: ignore[arg-type]
-        if self.transductive:
-            yield from self._stream_transductive(images)
+    def _score(self, chunk: list[tuple[np.ndarray, str | None, Any]]) -> Iterator[ScoredImage]:
+        """Embed the chunk in shared backbone forwards, then ask every source (a transductive source
+        answers for the whole chunk, which is then the whole call)."""
+        items = [self.embedder_.image(image, name, views) for image, name, views in chunk]
+        self.embedder_.embed_items(items)
+        if not self.transductive:
+            yield from (self.score_item(item) for item in items)
             return
-        workers = decode_workers(self.device_)
-        decoded = tqdm(enumerate(decode_ahead(images, self.max_pixels, ahead=self.batch_size, workers=workers,
-                                              prepare=self.embedder_.views)),
-                       desc="predict", unit="img", total=total, disable=not self.progress)
-        chunk: list = []
-        for index, (entry, decoded_item) in decoded:
-            if isinstance(decoded_item, UnreadableImageError):
-                chunk.append((entry, decoded_item, None))
-            else:
-                image, views = decoded_item
-                chunk.append((entry, image, self.embedder_.image(image, describe(entry, index), views)))
-            if len(chunk) == self.batch_size:
-                yield from self._score_chunk(chunk)
-                chunk = []
-        yield from self._score_chunk(chunk)
-
-    def _score_chunk(self, chunk: list) -> Iterator[tuple]:
-        self.embedder_.embed_items([item for _, _, item in chunk if item is not None])
-        for entry, image, item in chunk:
-            yield entry, image, None if item is None else self._prediction(self.score_item(item), item.name)
-
-    def _stream_transductive(self, images: Iterable[ImageInput]) -> Iterator[tuple]:
-        """Transductive sources need every image before any is scored."""
-        entries = [(entry, image, None if isinstance(image, UnreadableImageError)
-                    else self.embedder_.image(image, describe(entry, index)))
-                   for index, (entry, image) in enumerate(decode_ahead(images, self.max_pixels))]
-        items = [item for _, _, item in entries if item is not None]
-        answers = iter([])
-        if items:
-            scores = [source.score_batch(items) for source in self.sources_]
-            answers = iter(zip(*scores))
-        for entry, image, item in entries:
-            if item is None:
-                yield entry, image, None
-                continue
-            scored = collect(item, list(zip(self.sources_, next(answers))), self.embedder_.size,
-                             self.config.post.smoothing_sigma)
-            yield entry, image, self._prediction(scored, item.name)
-
-    def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
-                     total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
-        """Predict lazily (see :meth:`predict_stream`). With ``skip_unreadable``, an unreadable input
-        yields its :class:`UnreadableImageError` instead of stopping the run."""
-        yield from predictions_of(self.predict_stream(images, total), skip_unreadable)
-
-    def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
-        """Images (paths, PIL images or arrays) -> one :class:`Prediction` each."""
-        return [p for p in self.iter_predict(as_image_list(images)) if isinstance(p, Prediction)]
+        answers = zip(*[source.score_batch(items) for source in self.sources_])
+        for item, answer in zip(items, answers):
+            yield collect(item, list(zip(self.sources_, answer)), self.embedder_.size,
+                          self.config.post.smoothing_sigma)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str) -> None:
@@ -358,18 +306,15 @@ class Detector:
     @classmethod
     def load(cls, directory: str, device: str = "auto", progress: bool = True, batch_size: int = 8,
              max_pixels: int | None = DEFAULT_MAX_PIXELS, allow_download: bool = False,
-             precision: str = "float32") -> Detector | OnnxDetector:
+             precision: str = "float32") -> Detector:
         """Rebuild a detector saved by :meth:`save`; refuses damaged or incompatible bundles. A bundle
-        naming a Hugging Face model loads it from the local cache only, unless ``allow_download``. A path
-        ending in ``.onnx`` (``vandal export``) loads an :class:`~vandal.export.OnnxDetector` instead: the
-        same ``predict`` surface, run by onnxruntime."""
+        naming a Hugging Face model loads it from the local cache only, unless ``allow_download``. An
+        exported ``.onnx`` file is not a bundle: :func:`vandal.load` picks the engine for either."""
         from .bundle import IncompatibleBundleError, check_backbone, read_bundle, restore_sources
 
-        if str(directory).endswith(".onnx"):
-            from .export.onnx_detector import OnnxDetector
-
-            return OnnxDetector.load(directory, device=device, progress=progress, batch_size=batch_size,
-                                     max_pixels=max_pixels)
+        if os.path.isfile(directory) and str(directory).endswith(".onnx"):
+            raise ValueError(f"{directory} is an exported ONNX model, not a bundle folder: load it with "
+                             "vandal.load(path), which runs it with onnxruntime (Detector.load reads folders)")
         saved = read_bundle(directory)
         detector = cls(saved.config, device=device, progress=progress, batch_size=batch_size, max_pixels=max_pixels,
                        allow_download=allow_download, precision=precision)

@@ -311,7 +311,7 @@ def aupro_legacy(
     """AU-PRO as computed by the APRIL-GAN code (``cal_pro_score``); NOT the MVTec definition.
 
     Thresholds ``np.arange(min, max, (max - min) / num_thresholds)`` computed in the maps' own
-    dtype, as the reference computes them on its float32 array (METHOD section 8); at each, pixels
+    dtype, as the reference computes them on its float32 array (docs/method.md §8); at each, pixels
     with score > t are positive; PRO = mean over 8-connected ground-truth regions (per image) of the
     overlap ratio, FPR = FP / all anomaly-free pixels. Points with FPR < ``fpr_limit`` are kept,
     their FPRs min-max rescaled to [0, 1], and PRO integrated over them by the trapezoid rule.

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import DetectorConfig
-from .memory.augment import Transform, augment, paper_transforms
+from .memory.augment import Transform, augment, paper_transforms, rotation_transforms
 from .memory.texture import TEXTURE_LIMIT, invariance_ratios, invariant_transforms, stationarity_ratio
 
 PLAN_REFERENCES = 4  # references whose stationarity is measured (the median decides)
@@ -29,7 +29,7 @@ INVARIANCE_REFERENCES = 2  # references whose 11 views are tested for invariance
 
 
 def transforms_by_name() -> dict[str, Transform]:
-    return {t.name(): t for t in paper_transforms()}
+    return {t.name(): t for t in paper_transforms() + rotation_transforms()}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class ViewPlan:
     @classmethod
     def configured(cls, config: DetectorConfig, stationarity: float | None = None) -> ViewPlan:
         transforms = paper_transforms() if config.memory.augment else [Transform()]
+        if config.memory.rotations:
+            transforms += [t for t in rotation_transforms() if t not in transforms]
         return cls(False, stationarity, tuple(config.memory.neighbourhood), tuple(t.name() for t in transforms))
 
     @property
@@ -104,7 +106,7 @@ def stationarity(embedder, images: list[np.ndarray]) -> float | None:
     return float(np.median(ratios))
 
 
-def plan_views(config: DetectorConfig, embedder, images: list[np.ndarray]) -> ViewPlan:
+def choose_plan(config: DetectorConfig, embedder, images: list[np.ndarray]) -> ViewPlan:
     """Decide from the references how they are banked (``memory.texture``: auto, on or off)."""
     mode = config.memory.texture
     # An object bank (individual on/auto) says the product is objects: auto leaves it as configured.

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from .config import PostConfig
-    from .scoring.calibration import Calibration
+    from .config_sections import PostConfig
     from .scoring.fusion import ScoredImage
+    from .scoring.levels import Calibration
 
 
 @dataclass
@@ -39,13 +39,35 @@ class Prediction:
     distribution_score: float | None = None
 
 
-def decide(scored: ScoredImage, calibration: Calibration, post: PostConfig, name: str | None = None,
+@dataclass(frozen=True)
+class Levels:
+    """Decision levels on the calibrated image score and map (0.5: the thresholds learned at fit)."""
+
+    image: float
+    pixel: float
+
+
+def decision_levels(post: PostConfig | None, image_threshold: float | None = None,
+                    pixel_threshold: float | None = None) -> Levels:
+    """The one place levels are resolved: a level given to the call, else the config's, else 0.5. None
+    means "not given" (a 0 is refused, never skipped); given levels are validated as the config's are."""
+    from .config_sections import PostConfig
+    from .scoring.levels import DECISION_LEVEL
+
+    given = {key: value for key, value in (("image_threshold", image_threshold), ("pixel_threshold", pixel_threshold))
+             if value is not None}
+    post = replace(post or PostConfig(), **given)  # checked as the config is: positive and finite
+    image, pixel = post.image_threshold, post.pixel_threshold
+    return Levels(DECISION_LEVEL if image is None else image, DECISION_LEVEL if pixel is None else pixel)
+
+
+def decide(scored: ScoredImage, calibration: Calibration, levels: Levels, name: str | None = None,
            grid: bool = False) -> Prediction:
     """One image's fused answers -> its :class:`Prediction`: views merged back to the image's size (or
     kept on the input grid, ``grid``), the image score taken on that map, both calibrated, then the
     decision levels applied. The torch detector and the ONNX runtime both end here."""
-    from .scoring.calibration import DECISION_LEVEL
     from .scoring.fusion import fuse
+    from .scoring.levels import DECISION_LEVEL
 
     raw, raw_score = fuse(scored, calibration.scales, grid)
     # Calibrated in place on the map's own memory: a 6000 x 6000 map is 144 MB a copy.
@@ -56,11 +78,9 @@ def decide(scored: ScoredImage, calibration: Calibration, post: PostConfig, name
     decisions = [DECISION_LEVEL * d for d in scored.decisions.values()]
     if decisions:
         pred_score = max(decisions) if scored.exclusive else max(pred_score, *decisions)
-    image_level = DECISION_LEVEL if post.image_threshold is None else post.image_threshold
-    pixel_level = DECISION_LEVEL if post.pixel_threshold is None else post.pixel_threshold
     # Written as "not below": a NaN score or pixel is flagged, never passed as normal.
-    return Prediction(pred_score=pred_score, anomaly_map=anomaly_map, pred_label=not pred_score <= image_level,
-                      pred_mask=~(anomaly_map <= pixel_level), raw_score=raw_score, path=name,
+    return Prediction(pred_score=pred_score, anomaly_map=anomaly_map, pred_label=not pred_score <= levels.image,
+                      pred_mask=~(anomaly_map <= levels.pixel), raw_score=raw_score, path=name,
                       text_score=scored.text,
                       distribution_score=(DECISION_LEVEL * scored.decisions["distribution"]
                                           if "distribution" in scored.decisions else None))

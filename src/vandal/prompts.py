@@ -1,4 +1,4 @@
-"""APRIL-GAN's prompt ensemble (METHOD section 2): 7 normal and 5 abnormal states x 35 templates."""
+"""APRIL-GAN's prompt ensemble (docs/method.md §2): 7 normal and 5 abnormal states x 35 templates."""
 
 from __future__ import annotations
 

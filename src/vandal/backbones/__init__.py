@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,26 +27,59 @@ def _build_clip(name: str, image_size: int | None, taps: tuple[int, ...] | None,
     return CLIPBackbone(name, image_size=image_size, taps=taps, **kw)
 
 
+def _build_dinov2(name: str, image_size: int | None, taps: tuple[int, ...] | None, **kw) -> Backbone:
+    from .dinov2 import DINOv2Backbone
+
+    if "hidden_act" in kw or "pos_antialias" in kw:
+        raise ValueError(f"hidden_act and pos_antialias only apply to CLIP backbones, not DINOv2 {name!r}")
+    return DINOv2Backbone(name, image_size=image_size, taps=taps, **kw)
+
+
 # kind -> builder(name, image_size, taps, **kw)
 REGISTRY: dict[str, Callable[..., Backbone]] = {
     "efficientnet-lite2": _build_efficientnet,
     "clip": _build_clip,
+    "dinov2": _build_dinov2,
 }
+
+# A local directory (or a Hub id already in the local cache) names its family in config.json.
+MODEL_TYPES: dict[str, str] = {"clip": "clip", "dinov2": "dinov2", "dinov2_with_registers": "dinov2"}
+# Hub ids of the known families, matched on the lower-cased id when no config is at hand.
+HUB_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"^openai/clip-vit-", "clip"),
+    (r"^[^/]+/clip-vit-", "clip"),
+    (r"^facebook/dinov2-", "dinov2"),
+    (r"^[^/]+/dinov2-", "dinov2"),
+)
 
 
 def resolve_kind(name: str) -> str:
     """Which registry family a backbone name belongs to.
 
-    A registry key is itself; anything else (a Hugging Face id such as
-    ``openai/clip-vit-large-patch14-336`` or a local directory holding a CLIP config) is CLIP.
+    A registry key is itself; a local directory (or a Hub id in the local cache) by its config.json
+    ``model_type``; any other Hugging Face id by :data:`HUB_PATTERNS` (``openai/clip-vit-*``,
+    ``facebook/dinov2-*``...). Never touches the network.
     """
     if name in REGISTRY:
         return name
-    if "clip" in name.lower() or Path(name).is_dir():
-        return "clip"
+    from .hf import model_type_of
+
+    model_type = model_type_of(name)
+    if model_type is not None:
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"backbone {name!r} is a {model_type!r} model; supported model types: "
+                             f"{', '.join(sorted(MODEL_TYPES))}")
+        return MODEL_TYPES[model_type]
+    if Path(name).expanduser().is_dir():
+        raise ValueError(f"{name!r} is not a model directory: it has no config.json (save the model with "
+                         "save_pretrained)")
+    for pattern, kind in HUB_PATTERNS:
+        if re.match(pattern, name.lower()):
+            return kind
     raise ValueError(
-        f"unknown backbone {name!r}: use one of {sorted(REGISTRY)}, a Hugging Face CLIP id "
-        f"(e.g. {DEFAULT_CLIP}) or a local directory holding a CLIP model"
+        f"unknown backbone {name!r}: use one of {sorted(REGISTRY)}, a Hugging Face id of a known family "
+        f"(e.g. {DEFAULT_CLIP} or facebook/dinov2-small) or a local directory written by save_pretrained "
+        f"(config.json model_type one of {', '.join(sorted(MODEL_TYPES))})"
     )
 
 
@@ -62,5 +96,5 @@ def create_backbone(name: str = DEFAULT_BACKBONE, image_size: int | None = None,
 
 __all__ = [
     "Backbone", "BackboneOutput", "BackboneSpec", "Preprocessing", "REGISTRY",
-    "DEFAULT_BACKBONE", "DEFAULT_CLIP", "create_backbone", "resolve_kind",
+    "MODEL_TYPES", "HUB_PATTERNS", "DEFAULT_BACKBONE", "DEFAULT_CLIP", "create_backbone", "resolve_kind",
 ]

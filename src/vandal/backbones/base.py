@@ -1,4 +1,4 @@
-"""The one backbone contract (METHOD section 1).
+"""The one backbone contract (docs/method.md §1).
 
 Every backbone turns a normalised batch ``[B, 3, S, S]`` into a :class:`BackboneOutput`:
 ``taps`` (patch-token grids from several depths, each ``[B, h, w, C]``) and, for backbones

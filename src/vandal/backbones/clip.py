@@ -1,4 +1,4 @@
-"""CLIP ViT through Hugging Face ``transformers``: the papers' backbone (METHOD section 1).
+"""CLIP ViT through Hugging Face ``transformers``: the papers' backbone (docs/method.md §1).
 
 Weights come from a Hugging Face id (downloaded once into the HF cache) or a local directory
 written by ``save_pretrained``; a local directory never touches the network.
@@ -18,23 +18,21 @@ Two details follow APRIL-GAN's reference code rather than ``transformers``' defa
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import Backbone, BackboneOutput, BackboneSpec, Preprocessing, check_pixels
+from .hf import load_config, local_model_dir, read_preprocessing, require_transformers
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # ViT-L/14@336 runs at 518 (a 37x37 grid) in both papers.
 PAPER_IMAGE_SIZE = 518
 TEXT_BATCH = 64
-# PIL's resample codes, as CLIPImageProcessor stores them in preprocessor_config.json.
-_PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+OPENAI_PREPROCESSING = Preprocessing(mean=OPENAI_MEAN, std=OPENAI_STD, resample="bicubic")
 
 
 def default_image_size(native: int, patch_size: int) -> int:
@@ -47,65 +45,8 @@ def default_taps(depth: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)}))
 
 
-def _local_dir(name: str) -> Path | None:
-    """The directory ``name`` points to, ``None`` for a Hugging Face id; fail on anything else."""
-    path = Path(name).expanduser()
-    if not path.exists():
-        return None
-    if not path.is_dir():
-        raise ValueError(
-            f"{name!r} is a file; a CLIP backbone loads a Hugging Face model directory (config.json, "
-            "weights, tokenizer) as written by CLIPModel.save_pretrained, or a Hugging Face id"
-        )
-    if not (path / "config.json").is_file():
-        raise ValueError(f"{name!r} is not a CLIP model directory: it has no config.json")
-    return path
-
-
 def _load_config(name: str, local: bool, offline: bool = False):
-    from transformers import AutoConfig, CLIPConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name, local_files_only=local or offline)
-    except (OSError, ValueError, KeyError) as err:
-        if local:
-            raise ValueError(f"{name!r} is not a CLIP model directory: {err}") from err
-        if offline:
-            raise OSError(f"Hugging Face model {name!r} is not in the local cache and downloading was not allowed: "
-                          "allow it once (--allow-download, or Detector.load(..., allow_download=True)), or refit "
-                          "with a local model directory") from err
-        raise OSError(f"cannot fetch the config of Hugging Face model {name!r}: {err}") from err
-    if not isinstance(config, CLIPConfig):
-        raise ValueError(
-            f"{name!r} is a {getattr(config, 'model_type', type(config).__name__)!r} model, not CLIP "
-            "(config.json model_type must be 'clip')"
-        )
-    return config
-
-
-def _read_preprocessing(name: str, local_dir: Path | None, offline: bool = False) -> Preprocessing:
-    """mean/std/resample from ``preprocessor_config.json`` if the model has one, else OpenAI's."""
-    path: str | None = None
-    if local_dir is not None:
-        candidate = local_dir / "preprocessor_config.json"
-        path = str(candidate) if candidate.is_file() else None
-    else:
-        from transformers.utils import cached_file
-
-        try:  # a missing file or no network is not an error: the OpenAI defaults apply
-            path = cached_file(name, "preprocessor_config.json", local_files_only=offline,
-                               _raise_exceptions_for_missing_entries=False,
-                               _raise_exceptions_for_connection_errors=False)
-        except OSError:
-            path = None
-    raw = json.loads(Path(path).read_text()) if path else {}
-    mean = tuple(float(v) for v in raw.get("image_mean", OPENAI_MEAN))
-    std = tuple(float(v) for v in raw.get("image_std", OPENAI_STD))
-    resample = raw.get("resample", 3)
-    resample = _PIL_RESAMPLE.get(resample, "bicubic") if isinstance(resample, int) else str(resample)
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"{name!r}: expected 3-channel image_mean/image_std, got {mean} / {std}")
-    return Preprocessing(mean=mean, std=std, resample=resample)
+    return load_config(name, local, offline, "CLIP", ("clip",))
 
 
 def resize_position_table(table: torch.Tensor, grid: int, antialias: bool = True) -> torch.Tensor:
@@ -140,9 +81,10 @@ class CLIPBackbone(Backbone):
                  pos_antialias: bool = True, hidden_act: str | None = None,
                  dtype: torch.dtype | str | None = None, offline: bool = False):
         super().__init__()
+        require_transformers(f"CLIP backbone {name!r}")
         from transformers import AutoTokenizer, CLIPModel
 
-        local_dir = _local_dir(name)
+        local_dir = local_model_dir(name, "CLIP")
         local = local_dir is not None
         config = _load_config(name, local, offline)
         local = local or offline  # from here on: files only
@@ -182,7 +124,7 @@ class CLIPBackbone(Backbone):
             taps=taps,
             tap_dims=(vision_config.hidden_size,) * len(taps),
             embed_dim=config.projection_dim,
-            preprocessing=_read_preprocessing(name, local_dir, offline),
+            preprocessing=read_preprocessing(name, local_dir, OPENAI_PREPROCESSING, offline),
             extra={"patch_size": patch, "native_image_size": native, "depth": depth,
                    "pos_antialias": pos_antialias, "hidden_act": vision_config.hidden_act},
         )
@@ -199,7 +141,7 @@ class CLIPBackbone(Backbone):
         embeddings.num_positions = grid * grid + 1
         embeddings.image_size = grid * embeddings.patch_size
         embeddings.position_ids = torch.arange(grid * grid + 1, device=old.device).expand(1, -1)
-        self.model.config.vision_config.image_size = embeddings.image_size
+        self.model.config.vision_config.image_size = embeddings.image_size  # type: ignore[union-attr]
 
     @property
     def patch_size(self) -> int:

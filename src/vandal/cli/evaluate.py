@@ -96,11 +96,19 @@ def _eval_options(given: dict[str, Any], preset_defaults: dict[str, Any]) -> dic
 def evaluate(dataset: str, root: Path, out: Path, categories: str | None, shots: str, seeds: int, restart: bool,
              progress: bool, device: str, engine: str, num_workers: int | None, ray_address: str | None,
              **kwargs: Any) -> None:
+    from ..backbones import resolve_kind
     from ..evaluation import EvalConfig
     from ..evaluation import evaluate as run_evaluation
+    from ..evaluation.run import CATEGORY_NAME
 
-    composed = compose_options(pop_config(kwargs))
+    given = pop_config(kwargs)
+    # Below every setting, the class name is each category's own (so --adapters needs no --class-name);
+    # without text prompts there is none.
+    composed = compose_options(given, base={"class_name": CATEGORY_NAME})
     options = _eval_options(kwargs, composed.evaluate)
+    if composed.config.text.class_name == CATEGORY_NAME and not (
+            options["text"] and resolve_kind(composed.config.backbone.name) == "clip"):
+        composed = compose_options(given)
     config = EvalConfig(dataset=dataset, root=str(root), categories=_split(categories) or None, shots=_shots(shots),
                         seeds=seeds, detector=composed.config, device=device, preset=composed.preset, **options)
     if config.transductive:

@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": "evaluate:evaluate",
     "presets": "presets:presets",
     "serve": "serve:serve",
+    "keys": "keys:keys",
     "train-adapters": "adapters:train_adapters",
     "convert-adapters": "adapters:convert_adapters",
     "demo": "demo:demo",
@@ -31,6 +32,7 @@ SUMMARIES = {
     "evaluate": "Benchmark tables as in the papers (per category and shot count), resumable.",
     "presets": "List the named presets, or show one as TOML.",
     "serve": "Inspection service and page: fit and score over HTTP (needs the serve extra).",
+    "keys": "The inspection station's API keys: add, list, revoke.",
     "train-adapters": "Train APRIL-GAN's per-tap text adapters on a dataset's test split.",
     "convert-adapters": "Convert the authors' released adapters into vandal's adapters file.",
     "demo": "Fit on a few nominal textiles, score a mix, print image AUROC.",
@@ -62,9 +64,9 @@ def app() -> None:
 
 
 def quiet_threads() -> None:
-    """OpenMP threads sleep when idle instead of spinning (unless the user chose): two ``vandal predict``
-    runs on 2 cores took 1.15 x the time of running them one after the other with spinning threads,
-    0.68 x with sleeping ones (benchmarks/bench_speed.py --concurrency). Set before torch loads."""
+    """OpenMP threads sleep when idle instead of spinning (unless the user chose): concurrent
+    ``vandal predict`` runs then share the cores instead of spinning against each other
+    (``benchmarks/bench_speed.py --concurrency``; docs/performance.md). Set before torch loads."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

@@ -33,13 +33,13 @@ def _zero_shot_detector(options: dict, runtime: dict):
 
 
 def _saved_detector(model: Path, options: dict, runtime: dict):
-    from ..detector import Detector
+    from ..loading import load
 
     fixed = fit_stage_given(options)
     if fixed:
         fail(f"{', '.join(fixed)} only apply with --zero-shot; a saved detector fixes them at fit time "
              f"(refit with `vandal fit ... {fixed[0]} ...`)")
-    detector = Detector.load(str(model), **runtime)
+    detector = load(model, **runtime)
     thresholds = given_flags(options)
     return detector.set_params(**thresholds) if thresholds else detector
 
@@ -73,6 +73,9 @@ def _saved_detector(model: Path, options: dict, runtime: dict):
 def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool, html_report: bool, recursive: bool,
             skip_unreadable: bool, overwrite: bool, allow_download: bool, device: str, engine: str,
             num_workers: int | None, ray_address: str | None, max_pixels: int, **kwargs) -> None:
+    from ..outputs.folder import refuse_unsafe_out
+
+    refuse_unsafe_out(out, inputs if zero_shot else inputs[1:])
     options = pop_config(kwargs)
     runtime = {"device": device, "max_pixels": pixel_limit(max_pixels)}
     if engine == "ray":
@@ -82,16 +85,16 @@ def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool
         return _write_report(out, None, inputs[0]) if html_report else None
     if num_workers is not None or ray_address is not None:
         fail("--num-workers and --ray-address apply with --engine ray")
-    inputs = tuple(Path(p) for p in inputs)
+    given = [Path(p) for p in inputs]
     if zero_shot:
-        detector, images = _zero_shot_detector(options, runtime), list(inputs)
+        detector, images = _zero_shot_detector(options, runtime), given
     else:
-        if len(inputs) < 2:
+        if len(given) < 2:
             fail("usage: vandal predict MODEL_DIR IMAGES... --out DIR (or --zero-shot --class-name NAME IMAGES...)")
         runtime["allow_download"] = allow_download
-        detector, images = _saved_detector(inputs[0], options, runtime), list(inputs[1:])
+        detector, images = _saved_detector(given[0], options, runtime), given[1:]
     paths = gather_images(images, recursive, exclude=[out])
-    from ..report import write_outputs
+    from ..outputs.run import write_outputs
 
     report = write_outputs(detector, paths, out, save_maps=save_maps, skip_unreadable=skip_unreadable,
                            overwrite=overwrite)
@@ -102,7 +105,7 @@ def predict(inputs: tuple[str, ...], out: Path, save_maps: bool, zero_shot: bool
 
 def _write_report(out: Path, detector, model: str | None) -> None:
     """--report: report.html from the files the run wrote."""
-    from ..html_report import write_prediction_report
+    from ..outputs.html import write_prediction_report
 
     echo(f"report: {write_prediction_report(out, detector, model)}")
 

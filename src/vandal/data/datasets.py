@@ -1,4 +1,4 @@
-"""Dataset layouts as lists of image paths (METHOD section 7).
+"""Dataset layouts as lists of image paths (docs/method.md §7).
 
 Loaders never decode images: they return :class:`Sample` records (path, label, mask path) split
 into normal references (``train``) and the test set, one :class:`CategorySplit` per category.
@@ -345,11 +345,15 @@ def load_dataset(
 
 
 def _walk(folder: Path, exclude: list[Path]) -> list[Path]:
-    """Visible files under ``folder`` and its subfolders (sorted by path), skipping ``exclude`` folders."""
+    """Visible files under ``folder`` and its subfolders (sorted by path), skipping ``exclude`` folders
+    and earlier vandal runs' output folders (their overlays and masks are never inputs)."""
+    from ..outputs.folder import MANIFEST
+
     found = []
     for root, dirs, files in os.walk(folder):
         here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in exclude)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in exclude
+                         and not (here / d / MANIFEST).is_file())
         found += [here / f for f in files if not f.startswith(".")]
     return sorted(found)
 

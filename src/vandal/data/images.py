@@ -57,6 +57,9 @@ def is_image_file(path: Path) -> bool:
 
 
 def _check_pixels(width: int, height: int, max_pixels: int | None, source: str) -> None:
+    if width < 2 or height < 2:  # from the header, so that every decoder (libpng's too) names the file
+        raise UnreadableImageError(f"{source}: image is too small ({width}x{height}); it needs at least 2x2 "
+                                   "pixels: replace it, or pass --skip-unreadable to skip such files")
     if max_pixels is not None and width * height > max_pixels:
         raise UnreadableImageError(
             f"{source}: image is {width}x{height} = {width * height:,} pixels, above the limit of "
@@ -98,9 +101,8 @@ _PILLOW_CHUNKS = (b"eXIf", b"tRNS", b"Raw profile type exif", b"XML:com.adobe.xm
 def _plain_png(opened: Image.Image, path: Path | io.BytesIO) -> np.ndarray | None:
     """An 8-bit RGB PNG without transparency or EXIF (camera exports, MVTec AD), decoded by libpng
     through imagecodecs; None for anything else, or when libpng refuses the file (Pillow then decodes
-    it and reports the error). Pillow's PNG decoder is the bottleneck of a predict's decoding: on
-    bottle's 900 x 900 PNGs 18.6 ms against 12.0 ms here (``benchmarks/bench_speed.py --parts``, 2
-    cores; in a side test on a loaded machine pyspng was as fast and OpenCV slower), and imagecodecs
+    it and reports the error). Pillow's PNG decoder is the bottleneck of a predict's decoding
+    (``benchmarks/bench_speed.py --parts``; docs/performance.md), and imagecodecs
     releases the GIL as Pillow does (pyspng holds it, which stalls the thread that runs the
     backbone). The pixels are identical (tests/test_images.py)."""
     if (opened.format != "PNG" or opened.mode != "RGB" or "transparency" in opened.info
@@ -128,7 +130,8 @@ def _decode_file(path: Path | io.BytesIO, max_pixels: int | None, source: str | 
     """Open lazily (header only), check the size, then decode the first frame upright."""
     source = str(path) if source is None else source
     with Image.open(path) as opened:
-        _check_pixels(*opened.size, max_pixels, source)  # before any pixel is decoded
+        width, height = opened.size
+        _check_pixels(width, height, max_pixels, source)  # before any pixel is decoded
         fast = _plain_png(opened, path)
         if fast is not None:
             return fast
@@ -146,7 +149,7 @@ def _bomb_message(source: str, error: Exception, max_pixels: int | None) -> str:
     pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
     limit = "no vandal limit" if max_pixels is None else f"vandal's limit is {max_pixels:,}"
     return (f"{source}: image of {pixels} refused before decoding (a guard against decompression bombs; "
-            f"{limit}, Pillow refuses above 2 x PIL.Image.MAX_IMAGE_PIXELS = {2 * Image.MAX_IMAGE_PIXELS:,}). "
+            f"{limit}, Pillow refuses above 2 x PIL.Image.MAX_IMAGE_PIXELS = {2 * (Image.MAX_IMAGE_PIXELS or 0):,}). "
             "If the image is genuine, raise the limit with --max-pixels (Python: max_pixels=, and set "
             "PIL.Image.MAX_IMAGE_PIXELS = None in your program), or pass --skip-unreadable to skip such files")
 
@@ -253,7 +256,7 @@ def decode_ahead(inputs: Iterable[ImageInput], max_pixels: int | None = DEFAULT_
                 return item, pool.submit(decode, item)
             return None
 
-        queue = deque()
+        queue: deque = deque()
         while True:
             while len(queue) < ahead + 1:  # queue the next decodes before waiting on this one
                 pending = submit_next()

@@ -65,7 +65,8 @@ def plan_views(height: int, width: int, policy: str = "squash") -> list[View]:
     raise ValueError(f"unknown resize policy {policy!r}; choose one of {POLICIES}")
 
 
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+             "nearest": Image.Resampling.NEAREST}
 
 
 def crop_view(image: np.ndarray, view: View) -> np.ndarray:

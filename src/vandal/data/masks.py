@@ -28,7 +28,7 @@ def load_mask(path: PathLike, size: int | tuple[int, int] | None = None) -> np.n
             arr = np.asarray(im)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read mask {path}: {err}") from err
-    mask = arr.any(axis=-1) if arr.ndim == 3 else arr != 0
+    mask = np.asarray(arr.any(axis=-1) if arr.ndim == 3 else arr != 0)
     return mask if size is None else resize_mask(mask, size)
 
 

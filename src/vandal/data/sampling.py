@@ -1,4 +1,4 @@
-"""Drawing the k few-shot reference images (METHOD section 5)."""
+"""Drawing the k few-shot reference images (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ pyarrow's filesystems read: ``s3://``, ``gs://``, ``file://``...) become a Ray D
 output stem); :class:`Scorer`, a callable class run by ``map_batches`` on an actor pool, loads the
 model once per worker (a bundle folder or an ``.onnx`` file, shipped through the object store so
 the model needs no shared disk), reads and scores each image with the detector's own ``predict_image``
-and writes its overlay, mask and map into OUT with the local engine's :func:`~vandal.report.write_files`.
-The driver claims OUT as the local engine does (:mod:`vandal.run_folder`) and writes ``predictions.csv``
+and writes its overlay, mask and map into OUT with the local engine's :func:`~vandal.outputs.run.write_files`.
+The driver claims OUT as the local engine does (:mod:`vandal.outputs.folder`) and writes ``predictions.csv``
 (same rows, same names) and ``predictions.parquet`` (the same table with full-precision scores).
 
 ``vandal evaluate --engine ray``: each (category, shots, seed) cell is a task on an actor that keeps
@@ -28,11 +28,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.images import DEFAULT_MAX_PIXELS
+from ..prediction import decision_levels
+
+if TYPE_CHECKING:
+    from ..runner import Predictor
 
 BATCH_SIZE = 4  # images per map_batches call: small, so the workers share the tail of a run evenly
 CPUS_PER_DEFAULT_WORKER = 4  # with no --num-workers: one worker per 4 cores (or one per GPU)
@@ -170,25 +174,23 @@ def model_files(model: str | os.PathLike) -> dict[str, bytes]:
     raise FileNotFoundError(f"{model}: not a saved detector folder or an .onnx file")
 
 
-def load_model(files: dict[str, bytes], runtime: dict[str, Any], threads: int, folder: str) -> Any:
-    """Write ``files`` (:func:`model_files`) to ``folder`` and load them (``runtime``: device, max_pixels,
-    allow_download): a Detector, or an OnnxDetector running ``threads`` threads."""
+def load_model(files: dict[str, bytes], runtime: dict[str, Any], threads: int, folder: str) -> Predictor:
+    """Write ``files`` (:func:`model_files`) to ``folder`` and load them with :func:`vandal.load`
+    (``runtime``: device, max_pixels, allow_download): an ``.onnx`` file runs ``threads`` threads."""
+    from ..loading import load
+
     for name, data in files.items():
         Path(folder, name).write_bytes(data)
     onnx = [name for name in files if name.endswith(".onnx")]
     if onnx:
-        from ..export.onnx_detector import OnnxDetector
-
-        return OnnxDetector(Path(folder, onnx[0]), device=runtime["device"], progress=False, threads=threads,
-                            max_pixels=runtime["max_pixels"])
-    from ..detector import Detector
-
-    return Detector.load(folder, progress=False, **runtime)
+        return load(Path(folder, onnx[0]), device=runtime["device"], progress=False, threads=threads,
+                    max_pixels=runtime["max_pixels"])
+    return load(folder, progress=False, **runtime)
 
 
 class Scorer:
     """Ray Data's callable class: loads the model once per worker, then scores batches of paths and writes
-    each image's overlay, mask and map into OUT with the local engine's :func:`~vandal.report.write_files`.
+    each image's overlay, mask and map into OUT with the local engine's :func:`~vandal.outputs.run.write_files`.
 
     Each row out: index, path, pred_score, raw_score, pred_label, error (unreadable: the reason).
     """
@@ -198,36 +200,34 @@ class Scorer:
         import ray
         from PIL import Image
 
-        from ..scoring.calibration import DECISION_LEVEL
-
         set_threads(threads)
         if runtime.get("max_pixels") is not None:  # as the command line does: vandal's limit replaces Pillow's
             Image.MAX_IMAGE_PIXELS = runtime["max_pixels"]
         self.folder = tempfile.mkdtemp(prefix="vandal-model-")
         self.detector = load_model(ray.get(model_ref[0]), runtime, threads, self.folder)
-        if thresholds:
-            self.detector.set_params(**thresholds)
-        self.level = self.detector.config.post.pixel_threshold or DECISION_LEVEL
+        self.image_threshold, self.pixel_threshold = thresholds.get("image_threshold"), thresholds.get("pixel_threshold")
+        self.level = decision_levels(self.detector.config.post, self.image_threshold, self.pixel_threshold).pixel
         self.out, self.save_maps = Path(out), save_maps
 
     def score(self, path: str, stem: str, writer: Any) -> dict[str, Any]:
         from functools import partial
 
         from ..data.pixels import UnreadableImageError
-        from ..report import write_files
+        from ..outputs.run import write_files
 
         try:
             image = read_image(path, self.detector.max_pixels)
         except UnreadableImageError as error:
             return {"pred_score": math.nan, "raw_score": math.nan, "pred_label": False, "error": str(error)}
-        prediction = self.detector.predict_image(image, path)
+        prediction = self.detector.predict_image(image, path, image_threshold=self.image_threshold,
+                                                 pixel_threshold=self.pixel_threshold)
         writer.submit(partial(write_files, self.out, stem, image, prediction, self.level, self.save_maps),
                       image.size // 3)
         return {"pred_score": prediction.pred_score, "raw_score": float(prediction.raw_score),
                 "pred_label": bool(prediction.pred_label), "error": ""}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from ..outputs import BackgroundWriter
+        from ..outputs.files import BackgroundWriter
 
         with BackgroundWriter() as writer:  # PNG encoding overlaps the next image; all written before returning
             rows = [self.score(str(path), str(stem), writer) for path, stem in zip(batch["path"], batch["stem"])]
@@ -263,15 +263,16 @@ def ray_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike], o
                 overwrite: bool = False, recursive: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                 allow_download: bool = False, num_cpus: int | None = None):
     """Score ``inputs`` with a saved detector on a Ray cluster and write OUT as the local engine does
-    (:func:`~vandal.report.write_outputs`: the folder claimed, the same files and rows), plus
-    ``predictions.parquet``. Returns the :class:`~vandal.report.RunReport`. ``inputs``: image paths, or
+    (:func:`~vandal.outputs.run.write_outputs`: the folder claimed, the same files and rows), plus
+    ``predictions.parquet``. Returns the :class:`~vandal.outputs.run.RunReport`. ``inputs``: image paths, or
     URIs (listed here). Workers write the image files into OUT: on a cluster of several machines, OUT
     must be a folder they all see."""
     from ..data.pixels import UnreadableImageError
-    from ..outputs import safe_cell, unique_stems
-    from ..report import planned_files, prediction_row, run_report, write_tables
-    from ..run_folder import claim
+    from ..outputs.files import safe_cell, unique_stems
+    from ..outputs.folder import claim
+    from ..outputs.run import planned_files, prediction_row, run_report, write_tables
 
+    decision_levels(None, **(thresholds or {}))  # refuse bad or unknown levels here, not in every worker
     paths = [p for item in inputs for p in (list_uri(str(item), recursive) if is_uri(str(item)) else [str(item)])]
     if not paths:
         raise ValueError("no images to score: give image files, folders or URIs")

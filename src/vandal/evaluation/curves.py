@@ -39,13 +39,13 @@ def curves_from_counts(positives: np.ndarray, negatives: np.ndarray) -> dict[str
     return {"roc": thin(roc), "pr": thin(pr)}
 
 
-def image_curves(labels: Sequence[int], scores: Sequence[float]) -> dict[str, Points] | None:
+def image_curves(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> dict[str, Points] | None:
     """Exact curves of image scores ``[N]`` against labels ``[N]`` (NaN scores rank highest)."""
-    labels = np.asarray(labels, dtype=np.float64)
-    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=np.inf)
-    _, bins = np.unique(-scores, return_inverse=True)  # bin 0: the highest score
-    positives = np.bincount(bins.ravel(), weights=labels)
-    negatives = np.bincount(bins.ravel(), weights=1.0 - labels)
+    truth = np.asarray(labels, dtype=np.float64)
+    ranked = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=np.inf)
+    _, bins = np.unique(-ranked, return_inverse=True)  # bin 0: the highest score
+    positives = np.bincount(bins.ravel(), weights=truth)
+    negatives = np.bincount(bins.ravel(), weights=1.0 - truth)
     return curves_from_counts(positives, negatives)
 
 

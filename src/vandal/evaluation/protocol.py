@@ -16,11 +16,14 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def to_protocol(anomaly_map: np.ndarray, protocol: str) -> np.ndarray:
-    """``[H, W]`` float map -> float16 at the protocol's resolution (518: bilinear, as the papers;
-    native and grid: as predicted)."""
+    """``[H, W]`` float map at the protocol's resolution (518: bilinear, as the papers; native and
+    grid: as predicted): float16, except grid's float32, whose legacy AU-PRO must equal the
+    reference's float32 computation (docs/method.md §8)."""
     amap = np.asarray(anomaly_map, dtype=np.float32)
     if protocol == "518" and amap.shape != (PAPER_SIZE, PAPER_SIZE):
         amap = np.asarray(Image.fromarray(amap, mode="F").resize((PAPER_SIZE, PAPER_SIZE), Image.Resampling.BILINEAR))
+    if protocol == "grid":
+        return amap
     # float16 halves memory; clipping keeps a degenerate calibration from turning into inf.
     return np.clip(amap, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
@@ -72,7 +75,8 @@ def transductive_scores(text: np.ndarray, map_maxima: np.ndarray) -> np.ndarray:
 
 
 class CategoryAccumulator:
-    """Predictions of one cell, kept small: float16 maps at the protocol size and a few floats."""
+    """Predictions of one cell, kept small: maps at the protocol size (see :func:`to_protocol`) and a
+    few floats."""
 
     def __init__(self, protocol: str, masks: MaskCache):
         self.protocol = protocol
@@ -108,8 +112,8 @@ class CategoryAccumulator:
         pixel = pixel_metrics(self.masks, self.maps)
         legacy = None
         if legacy_pro:
-            # The legacy loop compares every map at 200 thresholds: float32 is 2.5x faster than float16.
-            value = aupro_legacy(self.masks, [m.astype(np.float32) for m in self.maps])
+            # The legacy loop compares every map at 200 thresholds: float32 is faster than float16.
+            value = aupro_legacy(self.masks, [m.astype(np.float32, copy=False) for m in self.maps])
             legacy = None if math.isnan(value) else value
         return {
             "image_auroc": image["auroc"], "image_ap": image["ap"], "image_f1max": image["f1max"],

@@ -19,9 +19,9 @@ from PIL import Image
 from ..atomic import atomic_write_text
 from ..data.datasets import CategorySplit
 from ..data.images import UnreadableImageError, load_image
-from ..outputs import write_png
-from ..scoring.calibration import DECISION_LEVEL
-from ..visualize import overlay
+from ..outputs.files import write_png
+from ..outputs.visualize import overlay
+from ..prediction import decision_levels
 from .cells import cell_seeds
 from .config import EvalConfig
 from .curves import image_curves, pixel_curves
@@ -71,11 +71,11 @@ class CellDetails:
         stem = cell_stem(split.category, shots)
         labels, flags = np.asarray(acc.labels, bool), np.asarray(acc.flags, bool)
         scores = acc.image_scores(self.config.transductive and shots > 0)
-        post = self.config.detector.post
-        level = DECISION_LEVEL if post.pixel_threshold is None else post.pixel_threshold
+        levels = decision_levels(self.config.detector.post)
+        level = levels.pixel
         record: dict[str, Any] = {
             "category": split.category, "shots": shots, "seed": seed,
-            "image_threshold": DECISION_LEVEL if post.image_threshold is None else post.image_threshold,
+            "image_threshold": levels.image,
             "image": image_curves(labels, scores), "pixel": pixel_curves(acc.masks, acc.maps),
         }
         for kind, indices in misses(labels, flags, np.nan_to_num(scores, nan=np.inf), self.worst).items():

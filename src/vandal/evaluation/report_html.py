@@ -86,7 +86,7 @@ def _figures(category: str, shots: list[int], cells: dict, runs: dict) -> str:
             for k in shots:
                 record = cells.get((category, k))
                 points = ((record or {}).get(level) or {}).get(kind)
-                if points:
+                if points and record:
                     run = runs.get((category, k, record["seed"]), {})
                     value = (run.get("metrics") or {}).get(key)
                     series.append((f"k={k}  {_pct(value)}", points))

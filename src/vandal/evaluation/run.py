@@ -1,4 +1,4 @@
-"""Benchmark evaluation (METHOD section 6): every (category, shots, seed) cell -> the papers' metrics.
+"""Benchmark evaluation (docs/method.md §6): every (category, shots, seed) cell -> the papers' metrics.
 
 A cell fits a detector on ``k`` references drawn by :func:`~vandal.data.sampling.sample_shots`
 (zero-shot: none; text prompts name the category when the backbone has a text encoder), predicts
@@ -33,11 +33,16 @@ from .config import EvalConfig
 from .protocol import CategoryAccumulator, MaskCache
 from .store import ResultStore
 
+# A class name that stands for each category's own name: lets `vandal evaluate --adapters` (which needs a
+# class name to shape the text map) run across categories without --class-name.
+CATEGORY_NAME = "{category}"
+
 
 def cell_config(config: EvalConfig, category: str) -> DetectorConfig:
     """The detector settings of a category's cells: the class name is the category's when text is on."""
     detector = config.detector
-    if config.text and not detector.text.class_name and resolve_kind(detector.backbone.name) == "clip":
+    if detector.text.class_name == CATEGORY_NAME or (
+            config.text and not detector.text.class_name and resolve_kind(detector.backbone.name) == "clip"):
         name = category.replace("_", " ") if config.humanize else category
         detector = detector.replace(class_name=name)
     return detector
@@ -54,7 +59,7 @@ class CellDetectors:
 
     def __init__(self, config: EvalConfig):
         self.config = config
-        self.detector = None
+        self.detector: Any = None
 
     def fitted(self, category: str, references: list) -> Any:
         from ..detector import Detector
@@ -80,7 +85,15 @@ def run_cell(config: EvalConfig, split: CategorySplit, shots: int, seed: int, ma
     acc = CategoryAccumulator(config.protocol, masks)
     grid = config.protocol == "grid"
     desc = f"{split.category} k={shots} seed={seed}"
-    for sample in tqdm(split.test, desc=desc, unit="img", leave=False, disable=not progress):
+    if detector.transductive:  # TRANSDUCTIVE (mutual batch): the whole test set is one predict call
+        if grid:
+            raise ValueError("--protocol grid scores one image at a time, but this detector compares the test images "
+                             "with each other (mutual batch): use --protocol 518 or native")
+        predictions = detector.predict([str(sample.path) for sample in split.test])
+        for sample, prediction in zip(split.test, predictions, strict=True):
+            acc.add(sample, prediction)
+    for sample in tqdm([] if detector.transductive else split.test, desc=desc, unit="img", leave=False,
+                       disable=not progress):
         acc.add(sample, detector.predict_image(load_image(sample.path), str(sample.path), grid=grid))
     metrics = acc.metrics(config.transductive and shots > 0, config.legacy_pro)
     if details is not None:

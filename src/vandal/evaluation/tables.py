@@ -44,7 +44,7 @@ def summarise(runs: list[dict], categories: list[str], shots: list[int], seeds: 
     summary: dict[int, dict[str, Any]] = {}
     for k in shots:
         wanted_seeds = cell_seeds(k, seeds)
-        rows = []
+        rows: list[dict[str, Any]] = []
         per_seed: dict[int, list[dict]] = {s: [] for s in wanted_seeds}
         for category in categories:
             found = {s: by_cell[(category, k, s)] for s in wanted_seeds if (category, k, s) in by_cell}

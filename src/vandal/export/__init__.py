@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from .onnx_detector import OnnxDetector
 from .onnx_export import export_onnx
-from .onnx_graph import MemoryGraph, NotExportableError, check_exportable
+from .onnx_graph import DetectorGraph, NotExportableError, check_exportable
 from .runtime import FORMAT, FORMAT_VERSION
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MemoryGraph", "NotExportableError", "OnnxDetector", "check_exportable",
+__all__ = ["FORMAT", "FORMAT_VERSION", "DetectorGraph", "NotExportableError", "OnnxDetector", "check_exportable",
            "export_onnx"]

@@ -10,33 +10,32 @@ to the image's size, image score on that map, calibration, decision levels) behi
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..backbones.base import Preprocessing
 from ..config import ConfigError, DetectorConfig, from_dict, stage_of
-from ..data.images import DEFAULT_MAX_PIXELS, ImageInput, UnreadableImageError, as_image_list, decode_ahead, describe
+from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layout import View, image_views
-from ..prediction import Prediction, decide, predictions_of
-from ..scoring.calibration import Calibration
+from ..runner import Runner
+from ..scoring.distribution import decision_of, shift_of_terms
 from ..scoring.fusion import ScoredImage
-from .runtime import read_metadata, session
+from ..scoring.levels import Calibration
+from .runtime import DECISION_KEY, DamagedModelError, read_metadata, session
 
-RUNTIME = ("device", "batch_size", "progress", "max_pixels")
 
-
-class OnnxDetector:
+class OnnxDetector(Runner):
     """An exported detector (global memory bank) run by onnxruntime; predicts as :class:`~vandal.detector.Detector`.
 
     device: cpu, cuda (onnxruntime-gpu) or auto; batch_size: views per graph run; threads: onnxruntime's
     intra-op threads (None: its default, all cores); max_pixels: larger inputs are refused as unreadable.
     """
 
-    transductive = False
+    RUNTIME = ("device", "batch_size", "progress", "max_pixels")
+    progress_label = "predict (onnx)"
     fitted = True
 
     def __init__(self, path: str | os.PathLike, device: str = "auto", progress: bool = True, batch_size: int = 8,
@@ -53,35 +52,47 @@ class OnnxDetector:
         try:
             self.config: DetectorConfig = from_dict(self.metadata_["config"])
             self.calibration_ = Calibration.from_dict(self.metadata_["calibration"])
-        except (ConfigError, TypeError) as error:
-            raise ValueError(f"{self.path}: damaged metadata ({error}); export the model again") from error
+        except (ConfigError, TypeError, ValueError, AttributeError) as error:
+            raise DamagedModelError(f"{self.path}: damaged metadata ({error}); export the model again") from error
         self.image_size = int(self.metadata_["image_size"])
+        if self.config.backbone.image_size not in (None, self.image_size):
+            raise DamagedModelError(f"{self.path}: damaged metadata: 'image_size' {self.image_size} differs from the "
+                                    f"config's {self.config.backbone.image_size}; export the model again")
         self.preprocessing = Preprocessing(tuple(self.metadata_["mean"]), tuple(self.metadata_["std"]),
                                            self.metadata_["resample"])
         self.n_references_ = int(self.metadata_["n_references"])
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", progress: bool = True, batch_size: int = 8,
-             threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> OnnxDetector:
-        return cls(path, device=device, progress=progress, batch_size=batch_size, threads=threads,
-                   max_pixels=max_pixels)
+    @property
+    def backbone_name(self) -> str:
+        return self.metadata_["backbone"]
+
+    @property
+    def input_size(self) -> int:
+        """The graph's input side in pixels."""
+        return self.image_size
 
     @property
     def source_names(self) -> list[str]:
-        return ["memory"] + (["distribution"] if self.metadata_.get("distribution") else [])
+        """The exported detector's score sources (files from before the list: those its config wants)."""
+        if "sources" in self.metadata_:
+            return list(self.metadata_["sources"])
+        from ..sources import SOURCES
 
-    def set_params(self, **params: Any) -> OnnxDetector:
-        """Runtime options and decision levels (``image_threshold``, ``pixel_threshold``); anything else is
-        fixed in the graph."""
-        for key in RUNTIME:
-            if key in params:
-                setattr(self, key, params.pop(key))
+        wanted = [name for name, source in SOURCES.items() if source.wanted(self.config, self.n_references_ > 0)]
+        return [name for name in wanted if name != self._decision_source or self.metadata_.get(DECISION_KEY)]
+
+    @property
+    def _decision_source(self) -> str:
+        # Format version 1 files before "source" name their decision's source by the key itself.
+        return (self.metadata_.get(DECISION_KEY) or {}).get("source", DECISION_KEY)
+
+    def _set_fixed(self, params: dict[str, Any]) -> None:
+        """Only the decision levels (``image_threshold``, ``pixel_threshold``): the rest is in the graph."""
         fixed = [key for key in params if stage_of(key) != "predict"]
         if fixed:
             raise ConfigError(f"{', '.join(fixed)} are fixed in the exported graph ({self.path}): refit and export "
                               "again to change them; only image_threshold and pixel_threshold apply to it")
         self.config = self.config.replace(**params)
-        return self
 
     # ------------------------------------------------------------------ predict
     def views(self, image: np.ndarray) -> tuple[list[View], torch.Tensor]:
@@ -102,61 +113,23 @@ class OnnxDetector:
         return maps, np.concatenate([r[1] for r in runs]), np.concatenate([r[2] for r in runs])
 
     def _decisions(self, delta: np.ndarray, pdelta: np.ndarray) -> dict[str, float]:
-        """One image's views' distribution terms -> its decision (as the torch source gives it)."""
-        distribution = self.metadata_.get("distribution")
-        if not distribution:
+        """One image's views' decision terms -> its decision (as the torch source gives it)."""
+        terms = self.metadata_.get(DECISION_KEY)
+        if not terms:
             return {}
-        d = float(delta.astype(np.float64).mean(axis=0) @ pdelta.astype(np.float64).mean(axis=0))
-        return {"distribution": d / (distribution["level"] * distribution["margin"])}
+        shift = shift_of_terms(delta.astype(np.float64).mean(axis=0), pdelta.astype(np.float64).mean(axis=0))
+        return {self._decision_source: float(decision_of(shift, terms["level"], terms["margin"]))}
 
-    def _decide(self, image: np.ndarray, views: list[View], outputs: tuple, name: str | None,
-                grid: bool = False) -> Prediction:
-        raw, delta, pdelta = outputs
-        distribution = self.metadata_.get("distribution") or {}
-        scored = ScoredImage(views, image.shape[0], image.shape[1], raw, [], None, True,
-                             self._decisions(delta, pdelta), bool(distribution.get("exclusive")))
-        return decide(scored, self.calibration_, self.config.post, name, grid)
+    def _prepare(self, image: np.ndarray) -> tuple[list[View], torch.Tensor]:
+        return self.views(image)
 
-    def predict_image(self, image: np.ndarray, name: str | None = None, grid: bool = False) -> Prediction:
-        """One decoded ``[H, W, 3]`` uint8 image -> its :class:`~vandal.prediction.Prediction` (``grid``: on
-        the input grid, ``resize="squash"`` only), as the torch detector gives it."""
-        views, inputs = self.views(image)
-        return self._decide(image, views, self.raw_maps(inputs), name, grid)
-
-    def predict_stream(self, images: Iterable[ImageInput], total: int | None = None
-                       ) -> Iterator[tuple[ImageInput, np.ndarray | UnreadableImageError, Prediction | None]]:
-        """``(input, decoded image or its error, prediction or None)`` in input order; decoding and views run
-        ahead in a thread, and ``batch_size`` images' views share each graph run."""
-        if total is None and hasattr(images, "__len__"):
-            total = len(images)  # type: ignore[arg-type]
-        decoded = tqdm(enumerate(decode_ahead(images, self.max_pixels, ahead=self.batch_size, prepare=self.views)),
-                       desc="predict (onnx)", unit="img", total=total, disable=not self.progress)
-        chunk: list = []
-        for index, (entry, item) in decoded:
-            chunk.append((entry, index, item))
-            if len(chunk) == self.batch_size:
-                yield from self._run_chunk(chunk)
-                chunk = []
-        yield from self._run_chunk(chunk)
-
-    def _run_chunk(self, chunk: list) -> Iterator[tuple]:
-        ready = [item for _, _, item in chunk if not isinstance(item, UnreadableImageError)]
-        outputs = self.raw_maps(torch.cat([inputs for _, (_, inputs) in ready])) if ready else None
+    def _score(self, chunk: list[tuple[np.ndarray, str | None, Any]]) -> Iterator[ScoredImage]:
+        """The chunk's views in graph runs of ``batch_size`` views -> each image's fused answers."""
+        raw, delta, pdelta = self.raw_maps(torch.cat([inputs for _, _, (_, inputs) in chunk]))
+        terms = self.metadata_.get(DECISION_KEY) or {}
         offset = 0
-        for entry, index, item in chunk:
-            if isinstance(item, UnreadableImageError):
-                yield entry, item, None
-                continue
-            image, (views, _) = item
-            part = tuple(o[offset: offset + len(views)] for o in outputs)
+        for image, _, (views, _) in chunk:
+            part = slice(offset, offset + len(views))
             offset += len(views)
-            yield entry, image, self._decide(image, views, part, describe(entry, index))
-
-    def iter_predict(self, images: Iterable[ImageInput], skip_unreadable: bool = False,
-                     total: int | None = None) -> Iterator[Prediction | UnreadableImageError]:
-        """Predict lazily; with ``skip_unreadable`` an unreadable input yields its error instead of stopping."""
-        yield from predictions_of(self.predict_stream(images, total), skip_unreadable)
-
-    def predict(self, images: Iterable[ImageInput] | ImageInput) -> list[Prediction]:
-        """Images (paths, PIL images or arrays) -> one :class:`~vandal.prediction.Prediction` each."""
-        return [p for p in self.iter_predict(as_image_list(images)) if isinstance(p, Prediction)]
+            yield ScoredImage(views, image.shape[0], image.shape[1], raw[part], [], None, True,
+                              self._decisions(delta[part], pdelta[part]), bool(terms.get("exclusive")))

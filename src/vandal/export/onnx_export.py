@@ -1,6 +1,6 @@
 """Writing a fitted detector as one ONNX file that runs with no other file.
 
-The graph is :class:`~vandal.export.onnx_graph.MemoryGraph`, captured by ``torch.onnx.export``'s
+The graph is :class:`~vandal.export.onnx_graph.DetectorGraph`, captured by ``torch.onnx.export``'s
 ``torch.export``-based exporter (``dynamo=True``, the default since torch 2.9; it needs the ``onnx``
 and ``onnxscript`` packages, the ``onnx`` extra) with a dynamic batch. ``metadata_props`` carry what
 running it needs: format and version, backbone, input size, mean/std and resampling, resize policy,
@@ -23,8 +23,8 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write_bytes
-from .onnx_graph import OUTPUTS, MemoryGraph
-from .runtime import FORMAT, FORMAT_VERSION, INPUT, PROTO_LIMIT, VERIFY_TOLERANCE, session
+from .onnx_graph import OUTPUTS, DetectorGraph
+from .runtime import DECISION_KEY, FORMAT, FORMAT_VERSION, INPUT, PROTO_LIMIT, VERIFY_TOLERANCE, session
 
 
 def _require_onnx():
@@ -37,8 +37,9 @@ def _require_onnx():
     return onnx
 
 
-def metadata(detector) -> dict[str, str]:
-    """What running the graph needs besides its weights, as ``metadata_props`` strings (JSON values)."""
+def metadata(detector, graph: DetectorGraph) -> dict[str, str]:
+    """What running ``graph`` (of ``detector``) needs besides its weights, as ``metadata_props`` strings
+    (JSON values)."""
     spec = detector.backbone_.spec
     calibration = detector.calibration_
     config = detector.config.replace(image_size=spec.image_size, taps=spec.taps)
@@ -51,7 +52,9 @@ def metadata(detector) -> dict[str, str]:
         "image_threshold": calibration.image_threshold, "pixel_threshold": calibration.pixel_threshold,
         "decision_level": 0.5, "taps": list(spec.taps), "tap_dims": list(spec.tap_dims),
         "neighbourhood": list(detector.plan_.neighbourhood), "smoothing_sigma": config.post.smoothing_sigma,
-        "distribution": _distribution(detector),
+        DECISION_KEY: None if graph.decision is None else {**graph.decision_meta, "exclusive": graph.exclusive,
+                                                            "source": graph.decision_source},
+        "sources": [s.name for s in detector.sources_],
         "n_references": detector.n_references_,
         "inputs": {INPUT: f"[B, 3, {size}, {size}] float32: views resized ({spec.preprocessing.resample}) and "
                           "normalised with mean/std, under the resize policy"},
@@ -69,17 +72,9 @@ def metadata(detector) -> dict[str, str]:
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 
-def _distribution(detector) -> dict | None:
-    """The distribution source's level, margin and mode (None when the detector has none)."""
-    source = next((s for s in detector.sources_ if s.name == "distribution"), None)
-    if source is None:
-        return None
-    return {"level": source.model.level, "margin": source.model.margin, "exclusive": source.exclusive}
-
-
-def _graph(detector) -> MemoryGraph:
+def _graph(detector) -> DetectorGraph:
     """The export module on the CPU; a detector on another device keeps its own backbone there."""
-    graph = MemoryGraph(detector)
+    graph = DetectorGraph(detector)
     if next(graph.backbone.parameters()).device.type != "cpu":
         graph.backbone = copy.deepcopy(graph.backbone).cpu()
     return graph.eval()
@@ -92,7 +87,7 @@ def _example(detector) -> torch.Tensor:
     return torch.rand(2, 3, size, size, generator=generator) * 2 - 1
 
 
-def _capture(graph: MemoryGraph, example: torch.Tensor):
+def _capture(graph: DetectorGraph, example: torch.Tensor):
     import logging
     import warnings
 
@@ -120,7 +115,7 @@ def tensor_bytes(model) -> int:
                for t in model.graph.initializer)
 
 
-def _verify(path: Path, graph: MemoryGraph, example: torch.Tensor) -> float:
+def _verify(path: Path, graph: DetectorGraph, example: torch.Tensor) -> float:
     """Run the written file in onnxruntime against the torch module; the largest raw-map difference."""
     with torch.no_grad():
         want = graph(example)[2].numpy()
@@ -168,7 +163,7 @@ def export_onnx(detector, path: str | os.PathLike, external_data: bool = False, 
                          "limit: export with --external-data (writes NAME.onnx.data beside it; keep both together), "
                          "or fit on fewer references / without --augment")
     del model.metadata_props[:]
-    for key, value in metadata(detector).items():
+    for key, value in metadata(detector, graph).items():
         model.metadata_props.add(key=key, value=value)
     model.doc_string = "vandal anomaly detector: normalised views -> pred_score, anomaly_map, raw_map, dist_delta, dist_pdelta"
     target.parent.mkdir(parents=True, exist_ok=True)

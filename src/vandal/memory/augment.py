@@ -39,7 +39,7 @@ class Transform:
 
 
 def paper_transforms(rotations: bool = True, translations: bool = True, flips: bool = True) -> list[Transform]:
-    """The views METHOD section 5 lists, identity first (11 with everything on)."""
+    """The views docs/method.md §5 lists, identity first (11 with everything on)."""
     views = [Transform()]
     if rotations:
         views += [Transform(angle=a) for a in (math.pi / 16, -math.pi / 16, math.pi / 8, -math.pi / 8)]
@@ -48,6 +48,11 @@ def paper_transforms(rotations: bool = True, translations: bool = True, flips: b
     if flips:
         views += [Transform(flip_h=True), Transform(flip_v=True)]
     return views
+
+
+def rotation_transforms(step_degrees: int = 45) -> list[Transform]:
+    """AnomalyDINO's rotations of a reference: every ``step_degrees`` but 0 (45: seven views)."""
+    return [Transform(angle=math.radians(a)) for a in range(step_degrees, 360, step_degrees)]
 
 
 def calibration_transforms() -> list[Transform]:

@@ -1,4 +1,4 @@
-"""Memory banks of reference patch tokens and chunked nearest-neighbour search (METHOD section 5).
+"""Memory banks of reference patch tokens and chunked nearest-neighbour search (docs/method.md §5).
 
 One bank per tap. A test token's score is ``min over bank of (1 - cos)``. The search is chunked
 over queries and over the bank, so peak memory is bounded by ``chunk_elements`` whatever the
@@ -189,7 +189,7 @@ class BankSet:
         """Bank ``key`` from the old rows and the queued shares ``features``, cut to its budget."""
         known = key in self.origins or key not in self.banks  # a loaded bank's origins are not saved
         origins = ([self.origins[key]] if key in self.origins else []) + [p[key][1] for p in self._pending]
-        origin = torch.cat(origins) if known else None
+        origin = torch.cat(origins) if known else None  # type: ignore[arg-type]  # known: all recorded
         if features.shape[0] > self._budgets[key]:
             kept, self.rows[key] = reduce_grouped(features, self.rows[key], self._budgets[key])
             features, origin = features[kept], None if origin is None else origin[kept.cpu()]
@@ -221,6 +221,10 @@ class BankSet:
              rows: dict[str, list[int]] | None = None) -> None:
         """Restore saved banks. ``units`` per reference must account for every row of every bank, or
         ``rows`` (per key, rows of each reference: a coreset's provenance) must."""
+        empty = [key for key, value in state.items() if value.ndim != 2 or value.shape[0] == 0]
+        if not state or empty:
+            raise ValueError(f"the memory bank is empty ({', '.join(empty) or 'no banks'} hold no reference rows): a "
+                             "fitted memory holds every reference's tokens")
         self.banks = {key: MemoryBank(value.to(device)) for key, value in state.items()}
         self.units = [int(u) for u in units]
         self.origins = {}

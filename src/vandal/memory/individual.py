@@ -50,7 +50,7 @@ def find_objects(image: np.ndarray, segmenter: Segmenter, margin: float = CROP_M
         if x1 - x0 < 2 or y1 - y0 < 2:
             continue  # a sliver cannot be resized into a meaningful crop
         frame = object_frame(obj.mask, margin) if align else None
-        out.append(ObjectCrop(box=tuple(obj.box), crop=crop_box(obj.box, margin, (height, width)), frame=frame))
+        out.append(ObjectCrop(box=(x0, y0, x1, y1), crop=crop_box(obj.box, margin, (height, width)), frame=frame))
     return out
 
 

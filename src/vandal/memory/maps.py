@@ -1,4 +1,4 @@
-"""From tap grids to one memory map (METHOD section 5): pooled tokens, banks, per-tap distances summed."""
+"""From tap grids to one memory map (docs/method.md §5): pooled tokens, banks, per-tap distances summed."""
 
 from __future__ import annotations
 
@@ -48,5 +48,13 @@ def tap_distances(taps: list[torch.Tensor], banks: Mapping[str, MemoryBank],
 def memory_map(taps: list[torch.Tensor], banks: Mapping[str, MemoryBank], neighbourhood: Sequence[int],
                size: int, weights: Sequence[float] | None = None) -> torch.Tensor:
     """N inputs' taps -> :func:`tap_distances` upsampled to ``size`` and summed over taps (weighted
-    when ``weights`` are given): ``[N, size, size]`` (METHOD section 5)."""
+    when ``weights`` are given): ``[N, size, size]`` (docs/method.md §5)."""
     return sum_over_taps(tap_distances(taps, banks, neighbourhood), size, weights)
+
+
+def top_mean(grid: torch.Tensor, fraction: float) -> float:
+    """The mean of the highest ``int(fraction * n)`` of a grid's n values (the maximum when that is 0):
+    AnomalyDINO's image score ``mean_top1p`` at ``fraction = 0.01``."""
+    values = grid.reshape(-1).float()
+    k = int(values.numel() * fraction)
+    return float(values.max()) if k == 0 else float(values.topk(k).values.mean())

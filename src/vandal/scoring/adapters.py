@@ -51,18 +51,19 @@ class TapAdapters(nn.Module):
         if len(taps) != len(self.fc):
             raise ValueError(f"{len(self.fc)} adapters for {len(taps)} taps")
         # Cast to the layer's dtype: taps may come from a half-precision backbone.
-        return [fc(tap.to(fc.weight.dtype)) for fc, tap in zip(self.fc, taps)]
+        return [fc(tap.to(fc.weight.dtype)) for fc, tap in zip(self.fc, taps)]  # type: ignore[arg-type]
 
 
 def zero_shot_maps(adapters: TapAdapters, taps: Sequence[torch.Tensor], text: torch.Tensor,
                    size: int | tuple[int, int], smoothing_sigma: float = 0.0) -> torch.Tensor:
-    """APRIL-GAN's zero-shot map with trained adapters (METHOD section 3) -> ``[B, H, W]`` in ``[0, n]``.
+    """APRIL-GAN's zero-shot map with trained adapters (docs/method.md §3) -> ``[B, H, W]`` in ``[0, n]``.
 
     taps ``[B, h, w, C_n]``; text ``[2, D]``. Per tap: linear layer, normalise, ``100 * F @ T.T``,
     upsample the logits, softmax, abnormal channel; summed over taps. ``smoothing_sigma > 0``
     adds a Gaussian blur (not in the reference; off by default).
     """
-    from .text import gaussian_smooth, text_anomaly_maps
+    from .smoothing import gaussian_smooth
+    from .text import text_anomaly_maps
 
     maps = text_anomaly_maps([p.float() for p in adapters(taps)], text, size)
     return gaussian_smooth(maps, smoothing_sigma) if smoothing_sigma > 0 else maps
@@ -191,7 +192,7 @@ def read_adapters_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
         raise IncompatibleAdaptersError(
             f"{path}: neither a vandal adapters file (safetensors) nor a torch checkpoint of tensors that "
             f"loads with weights_only=True ({type(error).__name__}: {str(error)[:200]})") from error
-    state = loaded.get(AUTHORS_KEY, loaded) if isinstance(loaded, dict) else None
+    state = loaded.get(AUTHORS_KEY, loaded) if isinstance(loaded, dict) else None  # type: ignore[assignment]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise IncompatibleAdaptersError(
             f"{path}: expected APRIL-GAN's checkpoint layout {{'{AUTHORS_KEY}': {{'fc.0.weight': ..., "

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 DUPLICATE = 1e-6  # a leave-one-out null this far below the reference's own within-image null: a copy
 # The shift null replaces the split null only when it is this many times larger: the crops also differ
@@ -82,7 +83,7 @@ def oas_covariance(moments: TokenMoments) -> torch.Tensor:
     trace, trace_sq = torch.trace(sample), (sample * sample).sum()
     numerator = trace_sq + trace ** 2
     denominator = (n + 1) * (trace_sq - trace ** 2 / c)
-    shrink = 1.0 if float(denominator) <= 0 else float(min(1.0, numerator / denominator))
+    shrink = 1.0 if float(denominator) <= 0 else min(1.0, float(numerator / denominator))
     eye = torch.eye(c, dtype=sample.dtype, device=sample.device)
     return (1 - shrink) * sample + shrink * trace / c * eye
 
@@ -110,7 +111,42 @@ class TokenGaussian:
     def mean_shifts_of_means(self, means: torch.Tensor) -> torch.Tensor:
         """``[B, C]`` mean tokens (of L2-normalised tokens) -> ``[B]`` Mahalanobis distances."""
         d = means.double() - self.mean.to(means.device)
-        return ((d @ self.precision.to(means.device)) * d).sum(dim=1)
+        return shift_of_terms(d, d @ self.precision.to(means.device))
+
+
+def view_terms(tokens: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens ``[B, h, w, C]`` of B views -> ``delta`` ``[B, C]`` (each view's mean L2-normalised token
+    minus the references' ``mean``) and ``pdelta = delta @ precision``. Views of one size: an image's
+    ``D`` is :func:`shift_of_terms` of its views' mean ``delta`` and mean ``pdelta``."""
+    normalised = F.normalize(tokens, dim=-1)
+    delta = normalised.reshape(normalised.shape[0], -1, normalised.shape[-1]).mean(dim=1) - mean
+    return delta, delta @ precision
+
+
+def shift_of_terms(delta, pdelta):
+    """``D = delta . pdelta`` over the last axis (tensors or arrays, ``[..., C]`` -> ``[...]``)."""
+    return (delta * pdelta).sum(-1)
+
+
+def decision_of(shift, level: float, margin: float):
+    """``D`` -> the decision in units of the learned level (1.0 = the decision boundary). The torch
+    source, the exported graph and the ONNX runtime all decide here."""
+    return shift / (level * margin)
+
+
+class DistributionTerms(nn.Module):
+    """taps ``T x [B, h, w, C]`` -> the deepest tap's :func:`view_terms` (float32 buffers: the
+    difference of two means ~1e-3 keeps 4 digits), for an exported graph."""
+
+    def __init__(self, gaussian: TokenGaussian):
+        super().__init__()
+        self.mean: torch.Tensor
+        self.precision: torch.Tensor
+        self.register_buffer("mean", gaussian.mean.float().cpu())
+        self.register_buffer("precision", gaussian.precision.float().cpu())
+
+    def forward(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return view_terms(taps[-1], self.mean, self.precision)
 
 
 def diagonal_halves(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,7 +264,7 @@ class DistributionModel:
         """tokens ``[B, N, C]`` of B images -> ``[B]`` decisions (1.0 = the decision level)."""
         if self.gaussian is None:
             raise ValueError("the distribution model is not fitted")
-        return self.gaussian.mean_shifts(tokens) / (self.level * self.margin)
+        return decision_of(self.gaussian.mean_shifts(tokens), self.level, self.margin)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..data.layout import View, merge_views
 from ..memory.individual import fuse_maps
-from .text import gaussian_smooth
+from .smoothing import gaussian_smooth
 
 TINY = 1e-6
 

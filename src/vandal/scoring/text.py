@@ -1,4 +1,4 @@
-"""Zero-shot text scoring (METHOD sections 3 and 4): pure functions on tensors.
+"""Zero-shot text scoring (docs/method.md §3 and §4): pure functions on tensors.
 
 ``text`` is always ``T`` of shape ``[2, D]`` (row 0 normal, row 1 abnormal), see
 :func:`vandal.prompts.text_features`. Features are normalised here, so callers may pass raw
@@ -8,6 +8,7 @@ projected tokens. Everything is computed in float32 whatever the backbone's dtyp
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -66,8 +67,8 @@ def text_anomaly_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor
     """
     if not projected_taps:
         raise ValueError("text_anomaly_maps needs at least one tap")
-    return sum(abnormal_probability(text_logits(tap, text, temperature), size)
-               for tap in projected_taps)
+    return functools.reduce(operator.add, (abnormal_probability(text_logits(tap, text, temperature), size)
+                                          for tap in projected_taps))
 
 
 def harmonic_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -83,7 +84,7 @@ pool_tokens = pool_neighbourhood
 def pooled_text_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor,
                      size: int | tuple[int, int], scales: Sequence[int] = (1, 3, 5),
                      temperature: float = TEMPERATURE) -> torch.Tensor:
-    """The cheap multi-scale variant (METHOD section 4): ``[B, H, W]`` in ``[0, n_taps]``.
+    """The cheap multi-scale variant (docs/method.md §4): ``[B, H, W]`` in ``[0, n_taps]``.
 
     For each tap, the projected tokens are pooled over ``r x r`` neighbourhoods for each ``r`` in
     ``scales``, each pooled grid is scored as in :func:`text_anomaly_maps`, the per-scale
@@ -102,76 +103,5 @@ def pooled_text_maps(projected_taps: Sequence[torch.Tensor], text: torch.Tensor,
         ])
         combined = harmonic_mean(per_scale, dim=0)
         total = combined if total is None else total + combined
+    assert total is not None, "pooled_text_maps needs at least one tap"
     return total
-
-
-def _symmetric_index(n: int, radius: int, device: torch.device) -> torch.Tensor:
-    """Indices that pad ``n`` samples by ``radius`` on each side, mirrored about the edges.
-
-    Half-sample symmetric (``d c b a | a b c d | d c b a``), as scipy.ndimage's ``reflect``;
-    repeated periodically, so any radius works even on tiny maps.
-    """
-    index = torch.arange(-radius, n + radius, device=device) % (2 * n)
-    return torch.where(index >= n, 2 * n - 1 - index, index)
-
-
-def gaussian_smooth(maps: torch.Tensor, sigma: float = 4.0, truncate: float = 4.0) -> torch.Tensor:
-    """Gaussian blur of ``[B, H, W]`` maps -> ``[B, H, W]``, separable, reflect padding.
-
-    Matches ``scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=4.0)`` per map.
-    ``sigma <= 0`` returns the maps unchanged. Maps up to :data:`MATMUL_SIDE` are blurred by two
-    products with banded matrices (:func:`blur_matrix`), larger ones by two 1-D convolutions.
-    """
-    if sigma <= 0:
-        return maps
-    out = maps.float()
-    height, width = out.shape[-2:]
-    # A traced graph (ONNX export) takes the convolutions: a matrix built from fake tensors must not
-    # enter the cache. The products would spread one non-finite value over the whole map (0 x inf =
-    # nan); the convolutions keep it where it is.
-    if max(height, width) <= MATMUL_SIDE and not _tracing(out) and bool(torch.isfinite(out).all()):
-        rows = blur_matrix(height, float(sigma), float(truncate), str(out.device))
-        columns = rows if width == height else blur_matrix(width, float(sigma), float(truncate), str(out.device))
-        return (rows @ out @ columns.T).contiguous()
-    radius = int(truncate * sigma + 0.5)
-    kernel = _gaussian_kernel(sigma, radius, maps.device).view(1, 1, -1)
-    for axis in (-1, -2):  # blur the rows, then the columns (transposed into rows)
-        rows = out if axis == -1 else out.transpose(-1, -2)
-        batch, height, width = rows.shape
-        padded = rows.index_select(-1, _symmetric_index(width, radius, maps.device))
-        rows = F.conv1d(padded.reshape(batch * height, 1, -1), kernel).reshape(batch, height, width)
-        out = rows if axis == -1 else rows.transpose(-1, -2)
-    return out.contiguous()
-
-
-# Sides up to this are blurred as ``A @ map @ A.T``, the reflect padding folded into the banded A: a
-# single-channel conv1d runs far below the machine's matrix throughput (a 320 x 320 view map, sigma 4:
-# see benchmarks/bench_speed.py --parts). Above it the O(n^3) products lose to the O(n^2 r) passes.
-MATMUL_SIDE = 640
-
-
-def _gaussian_kernel(sigma: float, radius: int, device: torch.device) -> torch.Tensor:
-    offsets = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def _tracing(maps: torch.Tensor) -> bool:
-    """Whether ``maps`` is being traced (an ONNX export's fake tensors, a compiled graph)."""
-    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    return type(maps) is not torch.Tensor or bool(compiling and compiling())
-
-
-@functools.lru_cache(maxsize=16)
-def blur_matrix(n: int, sigma: float, truncate: float, device: str) -> torch.Tensor:
-    """``[n, n]``: row i holds the Gaussian weights of output sample i over the n input samples, with the
-    half-sample symmetric padding of :func:`_symmetric_index` folded in (a weight lands on the sample it
-    mirrors), so ``A @ x`` equals the padded 1-D convolution."""
-    radius = int(truncate * sigma + 0.5)
-    with torch.inference_mode(False), torch.no_grad():  # cached: usable in and out of inference mode
-        kernel = _gaussian_kernel(sigma, radius, torch.device(device))
-        sources = _symmetric_index(n, radius, torch.device(device)).unfold(0, 2 * radius + 1, 1)  # [n, 2r + 1]
-        matrix = torch.zeros(n, n, device=device)
-        matrix.scatter_add_(1, sources, kernel.expand(n, -1).contiguous())
-    return matrix
-

@@ -1,4 +1,4 @@
-"""Exact multi-scale text windows (WinCLIP's idea, METHOD section 4), for CLIP backbones.
+"""Exact multi-scale text windows (WinCLIP's idea, docs/method.md §4), for CLIP backbones.
 
 For a window of r x r patches (stride 1 over the token grid) the vision transformer runs on the
 CLS token plus only the window's tokens, each with its own position embedding, so the window gets

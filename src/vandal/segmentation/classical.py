@@ -159,15 +159,15 @@ class ClassicalSegmenter:
         small = image
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
         raw = self._raw_foreground(small)
         labels, n = ndimage.label(self._clean(raw), structure=_EIGHT_CONNECTED)
         if n == 0:
             return []
         if scale < 1.0:
             # Nearest-neighbour keeps label ids intact on the way back to full size.
-            labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((w, h), Image.NEAREST))
-            raw = np.asarray(Image.fromarray(raw).resize((w, h), Image.NEAREST))
+            labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST))
+            raw = np.asarray(Image.fromarray(raw).resize((w, h), Image.Resampling.NEAREST))
         objects = []
         for k, sl in enumerate(ndimage.find_objects(labels), start=1):
             if sl is None:

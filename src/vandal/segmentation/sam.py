@@ -17,6 +17,7 @@ import os
 import numpy as np
 import torch
 
+from ..extras import require
 from .base import DEFAULT_SAM_ID, ObjectMask, as_rgb, box_nms, deduplicate, drop_nested, mask_box
 
 
@@ -38,11 +39,12 @@ def load_sam(model: str, device: str | torch.device = "cpu", offline: bool = Fal
     A local directory is read with `local_files_only`, so it never touches the network. If the
     directory holds no processor config, one is built matching the model's input size.
     """
+    require("transformers", "transformers", "the SAM segmenter")
     from transformers import SamModel, SamProcessor
 
     local = os.path.isdir(model) or offline
     try:
-        sam = SamModel.from_pretrained(model, local_files_only=local).to(device).eval()
+        sam = SamModel.from_pretrained(model, local_files_only=local).to(device).eval()  # type: ignore[arg-type]
     except OSError as err:
         raise OSError(
             f"cannot load SAM weights {model!r} ({err}). Pass a local directory saved with "

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ServeSettings", "create_app", "default_models_dir", "require_extra"]
 
-EXTRA_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
+EXTRA_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart", "sqlalchemy": "sqlalchemy",
+                 "alembic": "alembic", "argon2": "argon2-cffi"}
 
 
 def require_extra() -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..bundle import BUNDLE_FILES
+
+if TYPE_CHECKING:
+    from ..runner import Predictor
 
 Stamp = tuple[tuple[int, int, int], ...]
 
@@ -33,10 +36,10 @@ class DetectorCache:
         if capacity < 1:
             raise ValueError(f"cache capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._entries: OrderedDict[str, tuple[Stamp, Any]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Stamp, Predictor]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, name: str, stamp: Stamp | None) -> Any | None:
+    def get(self, name: str, stamp: Stamp | None) -> Predictor | None:
         """The detector cached for ``name`` if it was loaded from the bundle version ``stamp``."""
         with self._lock:
             entry = self._entries.get(name)
@@ -45,7 +48,7 @@ class DetectorCache:
             self._entries.move_to_end(name)
             return entry[1]
 
-    def put(self, name: str, stamp: Stamp | None, detector: Any) -> None:
+    def put(self, name: str, stamp: Stamp | None, detector: Predictor) -> None:
         if stamp is None:
             return
         with self._lock:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from ..outputs.visualize import map_image, mask_image, overlay
 from ..png import png_bytes
 from ..prediction import Prediction
-from ..visualize import map_image, mask_image, overlay
 from .errors import ServiceError
 
 PNG_FIELDS = ("mask_png", "overlay_png", "anomaly_map_png")

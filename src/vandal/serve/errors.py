@@ -54,6 +54,15 @@ def install_handlers(app: Any) -> None:
         return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code,
                             headers=getattr(error, "headers", None))
 
+    from sqlalchemy.exc import OperationalError
+
+    @app.exception_handler(OperationalError)
+    async def database_down(request: Any, error: OperationalError) -> JSONResponse:
+        # The database server is away (restarting, unreachable): nothing was recorded; the client may retry.
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, error.orig)
+        return JSONResponse({"detail": "the station database is unavailable (nothing was recorded); retry shortly, "
+                                       "and see the server log"}, status_code=503, headers={"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def crash(request: Any, error: Exception) -> JSONResponse:
         # A bug, not the client's fault: logged with its traceback, answered without internals.

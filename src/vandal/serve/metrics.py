@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 Labels = tuple[tuple[str, str], ...]
 
@@ -42,6 +43,10 @@ class Metrics:
         self.gauges: dict[str, tuple[str, str, Callable[[], float]]] = {}
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        # Label values come from a fixed set (route templates, known methods, status codes): clients
+        # sending made-up methods or paths cannot grow the series.
+        method = method if method in METHODS else "other"
+        status = status if 100 <= status <= 599 else 0
         with self._lock:
             self.requests[(("endpoint", endpoint), ("method", method), ("status", str(status)))] += 1
             if status >= 400:

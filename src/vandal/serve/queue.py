@@ -1,9 +1,10 @@
 """A bounded queue for heavy requests (fit, add references, predict): admitted or answered 503.
 
-Requests are counted from arrival, before their body is read, so a burst of clients cannot pile
-up uploads, decoded images and maps in memory: beyond ``capacity`` requests in progress the answer
-is 503 with ``Retry-After`` (seconds, from the recent duration of heavy requests), and the server
-keeps answering everything else (/health, /metrics, the page).
+Requests are counted once their body has arrived (the body gate, ``gate.py``, reads it within a
+deadline first), so a burst of clients cannot pile up decoded images and maps in memory, and slow
+senders cannot hold the places: beyond ``capacity`` requests in progress the answer is 503 with
+``Retry-After`` (seconds, from the recent duration of heavy requests), and the server keeps
+answering everything else (/health, /metrics, the page).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ get the scores a sequential call gets and a refit never races a prediction.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -18,20 +17,33 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..bundle import CONFIG_FILE, IncompatibleBundleError, check_destination, is_bundle, read_document
 from ..config import ConfigError, DetectorConfig, from_dict
 from ..data.images import DEFAULT_MAX_PIXELS
-from ..prediction import Prediction
-from ..scoring.calibration import DECISION_LEVEL
+from ..prediction import Prediction, decision_levels
+from ..runner import Predictor
 from .cache import DetectorCache, bundle_stamp
 from .errors import ServiceError
+from .settings import STATION_DIR
+
+if TYPE_CHECKING:
+    from ..detector import Detector
 
 NAME_RULE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-SERVICE_DIR = ".vandal-serve"  # the service's own files (deleted models on their way out)
+SERVICE_DIR = STATION_DIR  # the service's own files (deleted models on their way out, the station's)
+
+
+def holds_bundle(folder: Path) -> bool:
+    """A model folder: a bundle, or one whose JSON is nested too deeply to read (a damaged model, listed
+    with its error, never a crash of the listing)."""
+    try:
+        return is_bundle(folder)
+    except RecursionError:
+        return True
 
 
 def check_name(name: str) -> str:
@@ -56,15 +68,15 @@ def summary_of(name: str, document: dict, folder: Path) -> dict[str, Any]:
                                           "the bundle is damaged, refit")
     config = from_dict(document["config"])
     calibration = document["calibration"]
-    post = config.post
+    levels = decision_levels(config.post)
     modified = datetime.fromtimestamp((folder / CONFIG_FILE).stat().st_mtime, timezone.utc)
     return {
         "name": name,
         "backbone": config.backbone.name,
         "image_size": config.backbone.image_size,
         "references": document.get("n_references"),
-        "image_threshold": DECISION_LEVEL if post.image_threshold is None else post.image_threshold,
-        "pixel_threshold": DECISION_LEVEL if post.pixel_threshold is None else post.pixel_threshold,
+        "image_threshold": levels.image,
+        "pixel_threshold": levels.pixel,
         "sources": [entry.get("name") for entry in document["sources"] if isinstance(entry, dict)],
         "transductive": config.mutual.mode == "batch",
         "settings": {key: list(v) if isinstance(v, tuple) else v for key, v in config.diff().items()},
@@ -87,7 +99,7 @@ class ModelStore:
             raise OSError(f"cannot create the models folder {root} ({error}); choose another with --models") from error
         self.root = root.resolve()
         self.device = device
-        self.runtime = {"device": device, "progress": False, "max_pixels": max_pixels,
+        self.runtime: dict[str, Any] = {"device": device, "progress": False, "max_pixels": max_pixels,
                         "allow_download": allow_download}
         self.cache = DetectorCache(cache_size)
         self._locks: dict[str, threading.RLock] = {}
@@ -112,7 +124,7 @@ class ModelStore:
     def require(self, name: str) -> Path:
         """The folder of an existing model, or 404."""
         path = self.path(name)
-        if not is_bundle(path):
+        if not holds_bundle(path):
             raise ServiceError(404, f"no model named {name!r}; GET /models lists them")
         return path
 
@@ -122,7 +134,7 @@ class ModelStore:
         found = []
         for entry in self.root.iterdir():
             if NAME_RULE.fullmatch(entry.name) and not entry.name.startswith(".") and not entry.is_symlink() \
-                    and entry.is_dir() and is_bundle(entry):
+                    and entry.is_dir() and holds_bundle(entry):
                 found.append(entry.name)
         return sorted(found)
 
@@ -132,6 +144,8 @@ class ModelStore:
             return summary_of(name, read_document(path), path)
         except (IncompatibleBundleError, ConfigError, OSError) as error:
             return {"name": name, "error": self._clean(str(error))}
+        except RecursionError:
+            return {"name": name, "error": f"{name}/{CONFIG_FILE}: nested too deeply to read; the bundle is damaged"}
 
     def summaries(self) -> list[dict[str, Any]]:
         out = []
@@ -142,20 +156,19 @@ class ModelStore:
                 continue  # deleted between listing and reading
         return out
 
-    def detector(self, name: str) -> Any:
+    def detector(self, name: str) -> Predictor:
         """The loaded detector of ``name`` (from the cache when its bundle is unchanged); hold its lock."""
-        from ..detector import Detector
+        from ..loading import load
 
         path = self.require(name)
         stamp = bundle_stamp(path)
         detector = self.cache.get(name, stamp)
         if detector is None:
             try:
-                # The trailing separator keeps a model named "x.onnx" a bundle folder (load reads a
-                # path ending in .onnx as an exported file).
-                detector = Detector.load(f"{path}{os.sep}", **self.runtime)
-            except (IncompatibleBundleError, ConfigError, OSError) as error:
-                raise ServiceError(409, f"model {name!r} cannot be loaded: {self._clean(str(error))}") from error
+                detector = load(path, **self.runtime)  # a folder: a bundle, whatever its name
+            except (ValueError, OSError, RecursionError) as error:  # IncompatibleBundleError, ConfigError among them
+                raise ServiceError(409, f"model {name!r} cannot be loaded, its bundle is damaged: "
+                                        f"{self._clean(str(error)) or type(error).__name__}") from error
             self.cache.put(name, stamp, detector)
         return detector
 
@@ -186,9 +199,13 @@ class ModelStore:
 
     def add_references(self, name: str, images: Sequence[np.ndarray]) -> dict[str, Any]:
         """Grow a model's memory and calibration with more normal images (no refit from scratch)."""
+        from ..detector import Detector
+
         path = self.require(name)
         with self.lock(name):
             detector = self.detector(name)
+            if not isinstance(detector, Detector):  # models here are bundle folders, which load as Detectors
+                raise ServiceError(409, f"model {name!r} is not a bundle: references cannot be added to it")
             try:
                 detector.add_references(list(images))
             except ValueError as error:
@@ -200,7 +217,7 @@ class ModelStore:
             self._save(name, path, detector)
         return self.summary(name)
 
-    def _save(self, name: str, path: Path, detector: Any) -> None:
+    def _save(self, name: str, path: Path, detector: Detector) -> None:
         try:
             detector.save(str(path))
         except BaseException:
@@ -224,21 +241,17 @@ class ModelStore:
                 pixel_threshold: float | None = None) -> tuple[list[Prediction], float]:
         """Score ``images`` with the model -> (predictions, the pixel level their masks used).
 
-        Thresholds given here apply to this call only (the model's own are restored after).
+        Thresholds given here apply to this call only: the shared detector is never changed.
         """
-        given = {key: value for key, value in (("image_threshold", image_threshold),
-                                               ("pixel_threshold", pixel_threshold)) if value is not None}
         with self.lock(name):
             detector = self.detector(name)
-            saved = detector.config
             try:
-                if given:
-                    detector.set_params(**given)
-                predictions = detector.predict(list(images))
-                level = detector.config.post.pixel_threshold
-            except ValueError as error:  # bad thresholds (ConfigError), or images this model cannot score
+                level = decision_levels(detector.config.post, image_threshold, pixel_threshold).pixel
+                predictions = detector.predict(list(images), image_threshold=image_threshold,
+                                               pixel_threshold=pixel_threshold)
+            except ConfigError as error:  # the request's thresholds
                 raise ServiceError(422, str(error)) from error
-            finally:
-                if given:
-                    detector.set_params(config=saved)
-        return predictions, DECISION_LEVEL if level is None else level
+            except ValueError as error:  # images are decoded and checked already: the model is at fault
+                raise ServiceError(409, f"model {name!r} cannot score images, its bundle is damaged ({error}); "
+                                        f"roll it back (POST /models/{name}/rollback) or refit it") from error
+        return predictions, level

@@ -7,6 +7,10 @@ saves its learned state as tensors plus JSON (:meth:`state_dict`, :meth:`meta`).
 another source or the detector: the detector embeds each image once, asks every source, fuses the
 maps, smooths and calibrates (:mod:`vandal.scoring.fusion`).
 
+It also says what its users need to know, so that none of them names a source: how a lone reference
+can be held out from itself (:meth:`ScoreSource.hold_out_alone`, for calibration) and what it adds
+to an exported graph (:meth:`ScoreSource.graph_terms`, for ONNX export).
+
 Maps live in one of two spaces (``space``):
 - ``"views"``: ``[V, S, S]`` per view of the image, in backbone-input pixels; the detector sums the
   view sources, smooths and merges the views back to the original size.
@@ -16,10 +20,11 @@ Maps live in one of two spaces (``space``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
+from torch import nn
 
 if TYPE_CHECKING:
     from ..config import DetectorConfig
@@ -46,16 +51,41 @@ class FixedLevels:
     method: str
 
 
+# How one reference of a one-reference fit is held out from itself (ScoreSource.hold_out_alone).
+HoldOut = Literal["places", "neutral", "none"]
+
+
+class NotExportableError(ValueError):
+    """A detector with a part the ONNX graph does not cover; the message names the option."""
+
+
+@dataclass
+class GraphTerms:
+    """What one source adds to the exported graph. Each module takes the backbone's taps of B normalised
+    views (``T x [B, h, w, C]`` float32) and is traced into the graph.
+
+    map: taps -> ``[B, S, S]`` raw view map, summed with the other sources' maps before smoothing.
+    decision: taps -> ``(delta, pdelta)`` ``[B, C]`` each, an image-level decision's per-view terms: an
+    image of V views decides :func:`~vandal.scoring.distribution.decision_of` their view means.
+    decision_meta: what running the decision needs besides the graph (``level``, ``margin``), JSON-able.
+    """
+
+    map: nn.Module | None = None
+    decision: nn.Module | None = None
+    decision_meta: dict = field(default_factory=dict)
+
+
 class ScoreSource:
     """Base class of every score source (see the module docstring)."""
 
     name: ClassVar[str]
     space: ClassVar[str] = "views"
-    map_in_image_score: ClassVar[bool] = True  # the fused map's maximum joins the image score
+    map_in_image_score: bool = True  # the fused map's maximum joins the image score (a setting may change it)
     transductive: ClassVar[bool] = False  # scores a whole batch at once (score_batch)
     uses_objects: ClassVar[bool] = False  # needs the image's segmented objects (a segmenter)
     fusion: str = "sum"  # image-space sources: how the map joins the view map
     exclusive: bool = False  # its decision alone is the image score (e.g. distribution.mode = "only")
+    option: ClassVar[str] = ""  # the config option that turns it on, for messages (e.g. "text.class_name")
 
     def __init__(self, config: DetectorConfig, embedder: Embedder):
         self.config = config
@@ -92,6 +122,20 @@ class ScoreSource:
         """Score reference ``index`` (``item``) as if it had not been added; sources that do not
         learn from references score it as any image."""
         return self.score(item)
+
+    def hold_out_alone(self, item: EmbeddedImage) -> HoldOut:
+        """How reference ``item`` of a one-reference fit is scored without itself: ``"places"`` (exactly,
+        against what it learned from elsewhere in the image), ``"neutral"`` (it learns no places, or sets
+        its own level, so holding out changes nothing) or ``"none"`` (calibration then scores small
+        perturbations of the reference against the whole memory)."""
+        return "none"
+
+    def graph_terms(self) -> GraphTerms:
+        """What this source adds to an exported ONNX graph (:class:`GraphTerms`); by default it has none."""
+        enabled = f" (turned on by {self.option})" if self.option else ""
+        raise NotExportableError(
+            f"ONNX export does not cover the {self.name} source{enabled}: refit without that option to export, "
+            "or keep the torch bundle (vandal predict MODEL_DIR ...) for it")
 
     def score_batch(self, items: list[EmbeddedImage]) -> list[SourceScore]:
         """Transductive sources score a whole batch at once; the others one by one."""

@@ -23,8 +23,8 @@ import warnings
 import numpy as np
 import torch
 
-from ..scoring.distribution import DistributionModel
-from .base import ScoreSource, SourceScore
+from ..scoring.distribution import DistributionModel, DistributionTerms
+from .base import GraphTerms, HoldOut, ScoreSource, SourceScore
 
 # D above twice the references' null level is flagged: simulated textile k = 1, 3% of good images.
 DISTRIBUTION_MARGIN = 2.0
@@ -39,6 +39,7 @@ class DistributionSource(ScoreSource):
     name = "distribution"
     space = "views"
     map_in_image_score = False
+    option = "distribution.mode (--distribution)"
 
     def __init__(self, config, embedder):
         super().__init__(config, embedder)
@@ -108,6 +109,15 @@ class DistributionSource(ScoreSource):
         """Calibration of the other sources only needs an answer; this source set its own level from
         leave-one-out nulls already (see :class:`~vandal.scoring.distribution.DistributionModel`)."""
         return SourceScore(None, decision=None)
+
+    def hold_out_alone(self, item) -> HoldOut:
+        return "neutral"  # its level comes from its own nulls (split, shift) already
+
+    def graph_terms(self) -> GraphTerms:
+        if self.model.gaussian is None:
+            raise ValueError("the distribution source is not fitted")
+        return GraphTerms(decision=DistributionTerms(self.model.gaussian),
+                          decision_meta={"level": self.model.level, "margin": self.model.margin})
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

@@ -1,4 +1,4 @@
-"""The global memory bank (METHOD section 5; Multi-Scale Memory Comparison's global bank).
+"""The global memory bank (docs/method.md §5; Multi-Scale Memory Comparison's global bank).
 
 Every view of every reference (and its augmented views) is banked per tap and neighbourhood scale
 (or, with ``memory.coreset``, a greedy k-centre coreset of them: many references stay fast); a
@@ -26,17 +26,18 @@ import torch
 import torch.nn.functional as F
 
 from ..memory.augment import Transform
+from ..memory.background import masked_grids
 from ..memory.bank import BankSet
+from ..memory.graph import BankMap
 from ..memory.held_out import leave_neighbourhood_out_distance, neighbourhood_mask, token_sources
-from ..memory.maps import bank_key, memory_map, memory_tokens, sum_over_taps, tap_distances
-from .base import ScoreSource, SourceScore
+from ..memory.maps import bank_key, memory_tokens, sum_over_taps, tap_distances, top_mean
+from .base import GraphTerms, HoldOut, NotExportableError, ScoreSource, SourceScore
 
 # One reference: its rows within this distance of a token's own place (normalised units, 2 = the
 # side) are left out, about a 3 x 3 neighbourhood of the stride-16 grid at 320 px.
 PLACE_RADIUS = 0.2
 # A memory of more reference views than this without a coreset gets a warning: the exact search grows
-# with the bank (benchmarks/bench_references.py, bottle: 200 augmented references, 2,200 views, predict
-# 5.1 s per image against 0.13 s with --coreset 16, pixel AUROC 0.9864 against 0.9862).
+# with the bank (measured by benchmarks/bench_references.py; figures in docs/performance.md).
 LARGE_MEMORY_VIEWS = 64
 SPREAD_REFERENCES = 4  # textures: references whose held-out distances measure each tap's spread
 SPREAD_FLOOR = 1e-6  # a tap's held-out distances spread less than this (identical references): no weights
@@ -53,6 +54,9 @@ class MemorySource(ScoreSource):
         self.transforms: list[Transform] | None = None  # the first reference's views, for one-reference hold-out
         self._near: dict[str, torch.Tensor] = {}
         self.texture = config.memory.texture == "on"  # the plan's decision (ViewPlan.apply)
+        self.top_fraction = config.memory.top_fraction
+        # A tail mean of the patch distances replaces the map maximum as the image score (AnomalyDINO).
+        self.map_in_image_score = self.top_fraction is None
         self.tap_weights: list[float] | None = None  # textures: 1 / each tap's held-out spread (mean 1)
         # Textures: identity taps of the first references, kept until SPREAD_REFERENCES have been measured.
         self._spread_taps: list[list[torch.Tensor]] = []
@@ -85,8 +89,8 @@ class MemorySource(ScoreSource):
         if self.banks.coreset is None and views > LARGE_MEMORY_VIEWS:
             warnings.warn(f"the memory holds {views} reference views ({len(self.banks)} references with their "
                           "augmented views), and every test token is compared with all of them: predict slows in "
-                          "proportion. Keep a coreset with --coreset 16 (Python: coreset=16; bottle, 200 augmented "
-                          "references: 0.13 s instead of 5.1 s per image, the same pixel AUROC within 0.02 pt)",
+                          "proportion. Keep a coreset with --coreset 16 (Python: coreset=16), which scores about as well "
+                          "at a fraction of the time",
                           stacklevel=2)
         return bool(self.banks.banks)
 
@@ -110,32 +114,51 @@ class MemorySource(ScoreSource):
         inverse = [1.0 / spread for spread in spreads]
         return [value * len(inverse) / sum(inverse) for value in inverse]
 
-    def _map(self, taps: list[torch.Tensor], banks) -> torch.Tensor:
-        return memory_map(taps, banks, self.neighbourhood, self.embedder.size, self.tap_weights)
+    def _answer(self, grids: list[torch.Tensor], taps: list[torch.Tensor]) -> SourceScore:
+        """Per-tap distance grids ``[V, h_t, w_t]`` of views with ``taps`` -> the map ``[V, S, S]`` and,
+        with ``memory.top_fraction``, the image score: per tap the mean of the highest fraction of the
+        patch distances of all views (at least one patch, as AnomalyDINO's ``mean_top1p``), summed.
+        ``memory.mask_background`` first zeroes the background patches (:mod:`vandal.memory.background`)."""
+        if self.config.memory.mask_background:
+            grids = masked_grids(grids, taps[-1])
+        maps = sum_over_taps(grids, self.embedder.size, self.tap_weights)
+        if self.top_fraction is None:
+            return SourceScore(maps)
+        weights = self.tap_weights or [1.0] * len(grids)
+        return SourceScore(maps, image_score=sum(w * top_mean(g, self.top_fraction) for w, g in zip(weights, grids)))
 
     def score(self, item) -> SourceScore:
-        return SourceScore(self._map(item.output.taps, self.banks.banks))
+        taps = item.output.taps
+        return self._answer(tap_distances(taps, self.banks.banks, self.neighbourhood), taps)
 
     def score_left_out(self, index: int, item) -> SourceScore:
         banks = self.banks.without(index)
         if banks is not None:
-            return SourceScore(self._map(item.output.taps, banks))
-        if not self.can_hold_out_places(item):
+            return self._answer(tap_distances(item.output.taps, banks, self.neighbourhood), item.output.taps)
+        if self.hold_out_alone(item) != "places":
             raise ValueError("leave-one-out needs at least two references")
-        return SourceScore(self._held_out_places(item.output.taps))
+        return self._answer(self._held_out_place_grids(item.output.taps), item.output.taps)
 
-    def can_hold_out_places(self, item) -> bool:
-        """One reference whose rows trace back to places (a coreset's kept rows too, when built in this
-        process), and an image of one view (not tiles)."""
-        return self._traced(len(item.views))
+    def hold_out_alone(self, item) -> HoldOut:
+        """``"places"`` for one reference whose rows trace back to places (a coreset's kept rows too, when
+        built in this process) and an image of one view (not tiles); else ``"none"``."""
+        return "places" if self._traced(len(item.views)) else "none"
+
+    def graph_terms(self) -> GraphTerms:
+        memory = self.config.memory
+        if memory.mask_background:
+            raise NotExportableError("ONNX export does not cover background masking (memory.mask_background: a PCA "
+                                     "per image); refit without it to export, or keep the torch bundle")
+        if memory.top_fraction is not None:
+            raise NotExportableError("ONNX export scores images by the map maximum; this detector scores them by the "
+                                     "mean of the highest patch distances (memory.top_fraction, e.g. the anomaly-dino "
+                                     "preset): refit with --set memory.top_fraction=none to export, or keep the torch "
+                                     "bundle")
+        return GraphTerms(map=BankMap(self.banks.banks, self.neighbourhood, self.embedder.size, self.tap_weights))
 
     def _traced(self, views: int) -> bool:
         traced = self.banks.coreset is None or set(self.banks.origins) == set(self.banks.banks)
         return len(self.banks) == 1 and self.transforms is not None and views == 1 and traced
-
-    def _held_out_places(self, taps: list[torch.Tensor]) -> torch.Tensor:
-        """One view's map ``[1, S, S]`` against the one reference's rows from elsewhere in the image."""
-        return sum_over_taps(self._held_out_place_grids(taps), self.embedder.size, self.tap_weights)
 
     def _held_out_place_grids(self, taps: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per tap, one view's distances ``[1, h, w]`` to the one reference's rows from elsewhere."""

@@ -13,7 +13,7 @@ import torch
 from ..memory.bank import BankSet
 from ..memory.individual import paste_object_maps, use_individual
 from ..memory.maps import bank_key, memory_map, memory_tokens
-from ..scoring.text import gaussian_smooth
+from ..scoring.smoothing import gaussian_smooth
 from .base import ScoreSource, SourceScore
 
 
@@ -23,6 +23,7 @@ def smoothed(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
 class ObjectMemorySource(ScoreSource):
     name = "objects"
+    option = "objects.individual (--individual)"
     space = "image"
     uses_objects = True
 

@@ -1,4 +1,4 @@
-"""Zero-shot text scoring (METHOD sections 3 and 4): APRIL-GAN's patch-text map and image score.
+"""Zero-shot text scoring (docs/method.md §3 and §4): APRIL-GAN's patch-text map and image score.
 
 Needs a CLIP backbone and a class name. The map is, per tap, the abnormal probability of the
 projected tokens (trained adapters, or the training-free projection) against the prompt ensemble,
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..scoring.text import pooled_text_maps, text_anomaly_maps, text_image_score
-from .base import FixedLevels, ScoreSource, SourceScore
+from .base import FixedLevels, HoldOut, ScoreSource, SourceScore
 
 ZERO_SHOT_LEVEL = 0.5  # a text probability of 0.5 is the natural boundary (per tap for the map)
 ADAPTER_PREFIX = "adapters."
@@ -21,6 +21,7 @@ ADAPTER_PREFIX = "adapters."
 
 class TextSource(ScoreSource):
     name = "text"
+    option = "text.class_name (--class-name)"
     space = "views"
     map_in_image_score = False  # the image score is the global text probability
 
@@ -54,6 +55,9 @@ class TextSource(ScoreSource):
             self.adapters = load_adapters(self.config.text.adapters, spec).to(self.embedder.device).eval()
         return True
 
+    def hold_out_alone(self, item) -> HoldOut:
+        return "neutral"  # it learns nothing from the references
+
     def score(self, item) -> SourceScore:
         out = item.output
         with torch.inference_mode():
@@ -78,7 +82,7 @@ class TextSource(ScoreSource):
             windows = window_text_map(backbone, inputs.to(self.embedder.device), self.text, sizes)
         windows = F.interpolate(windows[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
         # Per tap: the harmonic mean of its full-image patch probability and every window scale, each
-        # weighted alike (METHOD section 4). `windows` is already the harmonic mean of n scales, so
+        # weighted alike (docs/method.md §4). `windows` is already the harmonic mean of n scales, so
         # 1/w_2 + ... + 1/w_n = n / windows.
         n = len(sizes)
         return sum((n + 1) / (text_anomaly_maps([p], self.text, size).reciprocal() + n / windows)

@@ -1,4 +1,4 @@
-"""Training APRIL-GAN's per-tap adapters (METHOD section 3), resumable epoch by epoch.
+"""Training APRIL-GAN's per-tap adapters (docs/method.md §3), resumable epoch by epoch.
 
 Only the linear layers learn: the backbone is frozen and ``T`` is computed once per class. The
 backbone forward runs under autocast on CUDA (mixed precision); the adapters, their gradients and
@@ -174,7 +174,7 @@ def train_adapters(backbone: Backbone, data: TrainingSamples, config: TrainConfi
     out = Path(out)
     device = backbone.device
     adapters = init_adapters(backbone, config.seed).to(device).train()
-    optimizer = torch.optim.Adam(adapters.parameters(), lr=config.lr, betas=tuple(config.betas))
+    optimizer = torch.optim.Adam(adapters.parameters(), lr=config.lr, betas=(config.betas[0], config.betas[1]))
     identity = {"backbone": backbone_record(backbone.spec), "class_names": list(data.class_names),
                 "n_samples": len(data.samples), **config.run_settings()}
     record: dict[str, Any] = {**identity, "epochs_done": 0, "losses": []}

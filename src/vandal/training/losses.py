@@ -1,4 +1,4 @@
-"""APRIL-GAN's segmentation losses (METHOD section 3), written as pure functions.
+"""APRIL-GAN's segmentation losses (docs/method.md §3), written as pure functions.
 
 Both follow the reference code's ``FocalLoss`` / ``BinaryDiceLoss`` exactly, including their
 small constants, so trained adapters are comparable with the authors' release.
@@ -6,6 +6,8 @@ small constants, so trained adapters are comparable with the authors' release.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -41,4 +43,4 @@ def adapter_loss(tap_probs: Sequence[torch.Tensor], target: torch.Tensor) -> tor
     """
     if not tap_probs:
         raise ValueError("adapter_loss needs at least one tap")
-    return sum(focal_loss(p, target) + dice_loss(p[:, 1], target) for p in tap_probs)
+    return functools.reduce(operator.add, (focal_loss(p, target) + dice_loss(p[:, 1], target) for p in tap_probs))

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 
 MANIFEST = ".vandal-run.json"
 LOCK = ".vandal.lock"
@@ -59,6 +59,25 @@ def clear_previous(out: Path) -> None:
         folder = out / name
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def refuse_unsafe_out(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an ``out`` that is, or is inside, a detector bundle or an input folder: results written
+    there would damage the bundle (a service no longer lists it) or be read back as inputs by a later
+    ``--recursive`` run. Raises :class:`OutputFolderError` naming both folders and the fix."""
+    from ..bundle import CONFIG_FILE
+
+    target = Path(out).expanduser().resolve()
+    for folder in (target, *target.parents):
+        if (folder / CONFIG_FILE).is_file():
+            raise OutputFolderError(f"--out {out} is inside the detector bundle {folder} (it holds {CONFIG_FILE}): "
+                                    "results written there would damage the bundle; choose an --out outside it")
+    for item in inputs:
+        folder = Path(item).expanduser()
+        if folder.is_dir() and target.is_relative_to(folder.resolve()):
+            where = "the input folder" if target == folder.resolve() else "inside the input folder"
+            raise OutputFolderError(f"--out {out} is {where} {item}: its results would be read back as "
+                                    "images to score; choose an --out outside the input folders")
 
 
 def _write_manifest(out: Path, files: Iterable[str], status: str) -> None:

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data.images import UnreadableImageError
-from .outputs import CSV_HEADER, BackgroundWriter, safe_cell, unique_stems, write_csv, write_npy, write_png
-from .run_folder import claim
-from .scoring.calibration import DECISION_LEVEL
+from ..data.images import UnreadableImageError
+from ..prediction import decision_levels
+from .files import CSV_HEADER, BackgroundWriter, safe_cell, unique_stems, write_csv, write_npy, write_png
+from .folder import claim
 from .visualize import mask_image, overlay
 
 if TYPE_CHECKING:
-    from .detector import Detector
+    from ..runner import Predictor
 
 
 @dataclass
@@ -44,13 +44,13 @@ def write_files(out: Path, stem: str, image: np.ndarray, prediction, level: floa
 
 
 def planned_files(stems: list[str], save_maps: bool) -> list[str]:
-    """Every file a run may write per image (relative to the output folder), for :func:`~vandal.run_folder.claim`."""
+    """Every file a run may write per image (relative to the output folder), for :func:`~vandal.outputs.folder.claim`."""
     return [f"{d}/{s}.{e}" for s in stems for d, e in (("overlays", "png"), ("masks", "png"))
             + ((("maps", "npy"),) if save_maps else ())]
 
 
 def prediction_row(path: str, pred_score: float, pred_label: bool, stem: str, save_maps: bool) -> dict[str, str]:
-    """One ``predictions.csv`` row (:data:`~vandal.outputs.CSV_HEADER`), before CSV escaping."""
+    """One ``predictions.csv`` row (:data:`~vandal.outputs.files.CSV_HEADER`), before CSV escaping."""
     return {"path": path, "pred_score": f"{pred_score:.6f}", "pred_label": str(pred_label).lower(),
             "overlay_file": f"overlays/{stem}.png", "mask_file": f"masks/{stem}.png",
             "map_file": f"maps/{stem}.npy" if save_maps else ""}
@@ -70,27 +70,31 @@ def run_report(out: Path, rows: list[dict[str, str]], skipped: list[list[str]], 
     return RunReport(scores=scores, skipped=[row[0] for row in skipped], summary=summary, rows=rows)
 
 
-def write_outputs(detector: Detector, paths: list[Path], out: Path, save_maps: bool = False,
-                  skip_unreadable: bool = False, overwrite: bool = False) -> RunReport:
-    """Predict every path and write its results into ``out`` (see :mod:`vandal.run_folder`).
+def write_outputs(detector: Predictor, paths: list[Path], out: Path, save_maps: bool = False,
+                  skip_unreadable: bool = False, overwrite: bool = False, image_threshold: float | None = None,
+                  pixel_threshold: float | None = None) -> RunReport:
+    """Predict every path and write its results into ``out`` (see :mod:`vandal.outputs.folder`).
 
     Every file is written aside and renamed into place, so an interruption leaves only whole
     files; overlays and masks are encoded on background threads while the next image is scored.
     Unreadable inputs raise :class:`UnreadableImageError` naming the file, or, with
     ``skip_unreadable``, are listed in ``skipped.csv`` with the reason. ``out`` must be new or
-    empty unless ``overwrite``, which replaces only an earlier vandal run's files.
+    empty unless ``overwrite``, which replaces only an earlier vandal run's files. Thresholds: this
+    run's decision levels (None: the detector's).
     """
     stems = unique_stems([str(p) for p in paths])
     rows, skipped, scores = [], [], {}
-    level = detector.config.post.pixel_threshold or DECISION_LEVEL
+    level = decision_levels(detector.config.post, image_threshold, pixel_threshold).pixel
     stem_of = dict(zip(map(str, paths), stems))
     with claim(out, planned_files(stems, save_maps), overwrite) as out, BackgroundWriter() as writer:
-        for path, image, prediction in detector.predict_stream(paths):
+        for path, image, prediction in detector.predict_stream(paths, image_threshold=image_threshold,
+                                                               pixel_threshold=pixel_threshold):
             if isinstance(image, UnreadableImageError):
                 if not skip_unreadable:
                     raise image
                 skipped.append([safe_cell(str(path)), str(image)])
                 continue
+            assert prediction is not None  # a decoded image always has one
             stem = stem_of[str(path)]
             writer.submit(partial(write_files, out, stem, image, prediction, level, save_maps), image.size // 3)
             rows.append(prediction_row(str(path), prediction.pred_score, prediction.pred_label, stem, save_maps))

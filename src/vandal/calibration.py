@@ -2,9 +2,11 @@
 
 Held-out maps: with two or more references, each of the first :data:`MAX_LOO_REFERENCES` is scored
 as a test image against every source without it (leave-one-out; the references were embedded once,
-at fit). With one, each of its tokens is scored against the rows from elsewhere in the image (the
-memory source's leave-place-out); sources that cannot do that (object banks, tiled views) fall back
-to small perturbations of the reference against the whole memory. With none (zero-shot, mutual),
+at fit). With one, each source says how it holds the reference out from itself
+(:meth:`~vandal.sources.ScoreSource.hold_out_alone`): when one scores its tokens against rows from
+elsewhere in the image and the others are unaffected, that is the held-out map (leave-place-out);
+when any cannot (object banks, tiled views), calibration falls back to small perturbations of the
+reference against the whole memory. With none (zero-shot, mutual),
 each source gives a decision level of its own.
 
 Levels (:mod:`vandal.scoring.thresholds`): an extreme-value level of the held-out maps' cell maxima,
@@ -26,8 +28,8 @@ from tqdm.auto import tqdm
 
 from .data.synthetic_anomalies import KINDS, synthetic_anomaly
 from .memory.augment import augment, calibration_transforms
-from .scoring.calibration import Calibration, calibrate, fixed_calibration
 from .scoring.fusion import ScoredImage, collect, fuse, fusion_scales
+from .scoring.levels import Calibration, calibrate, fixed_calibration
 from .scoring.thresholds import memory_threshold, pixel_f1_level
 
 if TYPE_CHECKING:
@@ -42,9 +44,6 @@ MAX_LOO_REFERENCES = 16  # leave-one-out cost grows with k^2; 16 folds are plent
 CALIBRATION_MARGIN = {"leave-one-out": 1.25, "held-out": 1.25, "perturbed-reference": 2.5}
 SYNTHETIC_DEFECTS = 24  # pasted into the held-out references (cut-paste, Perlin, 1/f noise in turn)
 SYNTHETIC_SEED = 1000
-# Sources whose one-reference hold-out is exact: the memory leaves out places, the others learn no
-# places (text) or set their own level (distribution).
-PLACE_SOURCES = {"memory", "distribution", "text"}
 # Leave-one-out map maxima below this per tap are float noise (identical references give ~1e-7);
 # the smallest real threshold seen is ~4e-3 (a tiny random CLIP), bottle's ~0.1 per tap.
 DEGENERATE_DISTANCE = 1e-4
@@ -168,10 +167,10 @@ def calibrate_sources(sources: list[ScoreSource], embedder: Embedder, sigma: flo
 
 
 def _places_hold_out(sources: list[ScoreSource], reference: EmbeddedImage) -> bool:
-    """Whether one reference can be held out from itself (see :data:`PLACE_SOURCES`)."""
-    memory = next((s for s in sources if s.name == "memory"), None)
-    return (memory is not None and all(s.name in PLACE_SOURCES for s in sources)
-            and memory.can_hold_out_places(reference))
+    """Whether one reference can be held out from itself: some source leaves out its places, and every
+    other one is unaffected by holding out (:meth:`~vandal.sources.ScoreSource.hold_out_alone`)."""
+    ways = [s.hold_out_alone(reference) for s in sources]
+    return "places" in ways and "none" not in ways
 
 
 def extend_calibration(old: Calibration, sources: list[ScoreSource], sigma: float, items: list[EmbeddedImage],

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, atomic_write_with
-from .png import png_bytes
+from ..atomic import atomic_write_bytes, atomic_write_with
+from ..png import png_bytes
 
 CSV_HEADER = ["path", "pred_score", "pred_label", "overlay_file", "mask_file", "map_file"]
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

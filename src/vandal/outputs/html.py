@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from . import __version__
-from .atomic import atomic_write_text
-from .outputs import unique_stems
-from .scoring.calibration import DECISION_LEVEL
+from .. import __version__
+from ..atomic import atomic_write_text
+from ..prediction import decision_levels
+from .files import unique_stems
 
 if TYPE_CHECKING:
-    from .detector import Detector
+    from ..runner import Predictor
 
 REPORT_FILE = "report.html"
 
@@ -117,21 +117,21 @@ def _card(row: Row) -> str:
             f'<div class="links">{" ".join(links)}</div></figcaption></figure>')
 
 
-def _model_lines(detector: Detector | None, model: str | None) -> list[tuple[str, str]]:
+def _model_lines(detector: Predictor | None, model: str | None) -> list[tuple[str, str]]:
     lines = [("model", model or "(not saved)")]
     if detector is not None:
-        lines.append(("backbone", f"{detector.backbone_.spec.name} at {detector.backbone_.spec.image_size} px"))
-        lines.append(("references", str(getattr(detector, "n_references_", "?"))))
+        lines.append(("backbone", f"{detector.backbone_name} at {detector.input_size} px"))
+        lines.append(("references", str(detector.n_references_)))
         lines.append(("score sources", ", ".join(detector.source_names)))
     return lines
 
 
-def render(rows: list[Row], skipped: list[dict[str, str]], detector: Detector | None = None,
+def render(rows: list[Row], skipped: list[dict[str, str]], detector: Predictor | None = None,
            model: str | None = None, title: str = "vandal predictions") -> str:
     """The report page as a string."""
     post = detector.config.post if detector is not None else None
-    image_level = post.image_threshold if post and post.image_threshold is not None else DECISION_LEVEL
-    pixel_level = post.pixel_threshold if post and post.pixel_threshold is not None else DECISION_LEVEL
+    levels = decision_levels(post)
+    image_level, pixel_level = levels.image, levels.pixel
     flagged = sum(row.pred_label for row in rows)
     facts = [("scored", str(len(rows))), ("flagged anomalous", str(flagged)), ("normal", str(len(rows) - flagged)),
              ("skipped (unreadable)", str(len(skipped))),
@@ -157,7 +157,7 @@ def render(rows: list[Row], skipped: list[dict[str, str]], detector: Detector | 
             f'{"".join(parts)}</main></body></html>\n')
 
 
-def write_prediction_report(out: str | os.PathLike, detector: Detector | None = None,
+def write_prediction_report(out: str | os.PathLike, detector: Predictor | None = None,
                             model: str | None = None) -> Path:
     """Write ``out/report.html`` from the run's files in ``out``; returns its path."""
     out = Path(out)

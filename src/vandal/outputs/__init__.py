@@ -1,0 +1,1 @@
+"""What a run writes: prediction files, the HTML report, the run folder, overlays."""
