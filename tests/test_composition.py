@@ -132,9 +132,12 @@ def test_grid_maps_are_the_input_grid(fitted_detector, textures):
     size = fitted_detector.backbone_.image_size
     assert at_size.anomaly_map.shape == wide.shape[:2] and on_grid.anomaly_map.shape == (size, size)
     assert on_grid.pred_score == pytest.approx(at_size.pred_score, rel=0.05)
-    # the default (auto) tiles an image twice as wide as high: its views are not the input grid
+    # a product laid out in tiles (auto on long references): its views are not the input grid
+    tiled = copy.copy(squashed)
+    tiled.embedder_ = copy.copy(fitted_detector.embedder_)
+    tiled.embedder_.resize = "tile"
     with pytest.raises(ValueError, match="squash"):
-        fitted_detector.predict_image(wide, grid=True)
+        tiled.predict_image(wide, grid=True)
 
 
 def test_nan_is_never_normal(fitted_detector, textures, monkeypatch):

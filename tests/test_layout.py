@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vandal.backbones.base import Preprocessing
-from vandal.data.layout import View, crop_view, image_views, merge_views, plan_views
+from vandal.data.layout import View, crop_view, image_views, merge_views, plan_views, product_policy
 
 PREP = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resample="bilinear")
 
@@ -25,6 +25,27 @@ def test_tiles_cover_long_image_with_square_tiles():
     assert views[0].x0 == 0 and views[-1].x1 == 1250
     tall = plan_views(1250, 500, "tile")
     assert len(tall) == 3 and tall[-1].y1 == 1250
+
+
+def test_auto_is_decided_once_per_product_from_the_references():
+    assert product_policy("auto", [(500, 1250), (500, 1240), (480, 600)]) == "tile"  # the median reference is long
+    assert product_policy("auto", [(500, 600), (500, 1240), (480, 600)]) == "squash"
+    assert product_policy("auto", []) == "auto"  # no references (zero-shot): per image
+    assert product_policy("pad", [(500, 1250)]) == "pad"
+
+
+def test_a_fitted_detector_lays_out_every_image_as_its_references(tmp_path):
+    from vandal.detector import Detector
+
+    rng = np.random.default_rng(0)
+    long = [rng.integers(0, 255, (100, 260, 3), dtype=np.uint8) for _ in range(2)]
+    square = rng.integers(0, 255, (120, 120, 3), dtype=np.uint8)
+    tiled = Detector(image_size=64, progress=False, distribution="off").fit(long)
+    squashed = Detector(image_size=64, progress=False, distribution="off").fit([square, square[::-1]])
+    assert tiled.plan_.resize == "tile" and squashed.plan_.resize == "squash"
+    assert len(squashed.embedder_.image(long[0]).views) == 1  # a long test part of a square product: squashed
+    tiled.save(str(tmp_path / "m"))
+    assert Detector.load(str(tmp_path / "m"), progress=False).embedder_.resize == "tile"
 
 
 def test_auto_tiles_long_images_and_squashes_near_square_ones():

@@ -39,7 +39,7 @@ def _assert_same(torch_predictions, onnx_predictions):
 
 @pytest.fixture(scope="module")
 def squash(tmp_path_factory):
-    """A default detector (resize auto: one squashed view of these square images; 3 x 3 neighbourhoods,
+    """A default detector (resize auto: squash, decided from these square references; 3 x 3 neighbourhoods,
     smoothing) and its export, at 128 px: the smallest input whose deepest grid (8 x 8) keeps the
     distribution source."""
     detector = Detector(image_size=128, device="cpu", progress=False).fit([texture(0), texture(1)])
@@ -119,7 +119,7 @@ def test_metadata_is_enough_to_run(squash):
         assert key in props, key
     assert props["backbone"] == "efficientnet-lite2" and json.loads(props["image_size"]) == 128
     assert json.loads(props["image_threshold"]) == detector.calibration_.image_threshold
-    assert json.loads(props["taps"]) == [8, 16] and props["resize"] == "auto"  # decided per image, as in torch
+    assert json.loads(props["taps"]) == [8, 16] and props["resize"] == "squash"  # auto, decided from the square references
 
 
 def test_threshold_override_and_fixed_settings(squash):

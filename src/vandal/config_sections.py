@@ -83,7 +83,8 @@ class BackboneConfig:
 class ViewsConfig:
     """How an image of any size and aspect becomes square backbone inputs (data/layout.py)."""
 
-    resize: str = option("auto", "auto (tile an image whose long side is >= 1.5 x its short side, else squash), "
+    resize: str = option("auto", "auto (decided once from the references: tile when their long side is >= 1.5 x the "
+                                 "short one, else squash), "
                                  "squash (the papers), pad, or tile (long images).", choices=RESIZE_POLICIES)
 
 

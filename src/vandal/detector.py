@@ -193,6 +193,7 @@ class Detector(Runner):
     def _sources(self, names: list[str], plan: ViewPlan) -> list[ScoreSource]:
         """The ``names`` sources, built with the planned settings (after :meth:`_setup`)."""
         self.plan_ = plan
+        self.embedder_.resize = plan.resize or self.config.views.resize
         return [SOURCES[name](plan.apply(self.config), self.embedder_) for name in names]
 
     def _wanted(self, has_references: bool) -> list[str]:

@@ -15,12 +15,13 @@ textile ~1.5-3.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
 from .config import DetectorConfig
+from .data.layout import POLICIES, product_policy
 from .memory.augment import Transform, augment, paper_transforms, rotation_transforms
 from .memory.texture import TEXTURE_LIMIT, invariance_ratios, invariant_transforms, stationarity_ratio
 
@@ -42,6 +43,7 @@ class ViewPlan:
     stationarity: float | None
     neighbourhood: tuple[int, ...]
     views: tuple[str, ...]
+    resize: str | None = None  # views.resize for every image of the product (None: as configured)
 
     @classmethod
     def configured(cls, config: DetectorConfig, stationarity: float | None = None) -> ViewPlan:
@@ -87,7 +89,10 @@ class ViewPlan:
             raise ValueError(f"field 'plan.stationarity' must be a finite number or null, got {ratio!r}")
         if not isinstance(data.get("texture"), bool):
             raise ValueError(f"field 'plan.texture' must be true or false, got {data.get('texture')!r}")
-        return cls(data["texture"], None if ratio is None else float(ratio), tuple(sizes), tuple(views))
+        resize = data.get("resize")  # absent in bundles saved before it was planned
+        if resize is not None and resize not in POLICIES:
+            raise ValueError(f"field 'plan.resize' must be one of {', '.join(POLICIES)} or null, got {resize!r}")
+        return cls(data["texture"], None if ratio is None else float(ratio), tuple(sizes), tuple(views), resize)
 
 
 def _first_taps(embedder, images: list[np.ndarray]) -> list[torch.Tensor]:
@@ -107,7 +112,17 @@ def stationarity(embedder, images: list[np.ndarray]) -> float | None:
 
 
 def choose_plan(config: DetectorConfig, embedder, images: list[np.ndarray]) -> ViewPlan:
-    """Decide from the references how they are banked (``memory.texture``: auto, on or off)."""
+    """Decide from the references how every image of the product is laid out (``views.resize``: auto
+    resolved once, :func:`~vandal.data.layout.product_policy`) and how they are banked
+    (``memory.texture``). Sets the embedder's layout first, so the texture tests see the references as
+    they will be banked."""
+    resize = product_policy(config.views.resize, [image.shape[:2] for image in images])
+    embedder.resize = resize
+    return replace(_banking_plan(config, embedder, images), resize=None if resize == "auto" else resize)
+
+
+def _banking_plan(config: DetectorConfig, embedder, images: list[np.ndarray]) -> ViewPlan:
+    """``memory.texture`` (auto, on or off) decided from the references."""
     mode = config.memory.texture
     # An object bank (individual on/auto) says the product is objects: auto leaves it as configured.
     if mode == "off" or not images or (mode == "auto" and config.objects.individual != "off"):

@@ -1,8 +1,9 @@
 """How an image of any size and aspect ratio becomes square backbone inputs, and how maps go back.
 
 Policies:
-- ``auto``: ``tile`` for an image whose long side is at least :data:`TILE_ASPECT` times its short
-  side, else ``squash``. Squashing a 500 x 1250 part to a square shrinks it 2.5x more along its
+- ``auto``: decided once per product from the references (:func:`product_policy`): ``tile`` when
+  their median long side is at least :data:`TILE_ASPECT` times their short side, else ``squash``, so
+  every image of the product is laid out alike. Without references (zero-shot) it is decided per image. Squashing a 500 x 1250 part to a square shrinks it 2.5x more along its
   length than across, and a crack a few pixels wide falls below a token (KolektorSDD, k = 4, seed 0:
   tile raised pixel AUROC 0.927 -> 0.969 and the memory's image AUROC 0.814 -> 0.874;
   ``benchmarks/bench_surfaces.py``); near-square images stay one view.
@@ -39,6 +40,16 @@ class View:
     y0: int
     x1: int
     y1: int
+
+
+def product_policy(policy: str, shapes: list[tuple[int, int]]) -> str:
+    """``auto`` resolved for a whole product from its references' ``(height, width)``: ``tile`` when
+    their median aspect (long / short side) is >= :data:`TILE_ASPECT`, else ``squash``. Any other
+    policy, or no references, is returned as it is."""
+    if policy != "auto" or not shapes:
+        return policy
+    aspects = sorted(max(h, w) / max(1, min(h, w)) for h, w in shapes)
+    return "tile" if aspects[len(aspects) // 2] >= TILE_ASPECT else "squash"
 
 
 def plan_views(height: int, width: int, policy: str = "squash") -> list[View]:

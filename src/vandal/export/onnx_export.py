@@ -42,7 +42,9 @@ def metadata(detector, graph: DetectorGraph) -> dict[str, str]:
     (JSON values)."""
     spec = detector.backbone_.spec
     calibration = detector.calibration_
-    config = detector.config.replace(image_size=spec.image_size, taps=spec.taps)
+    # The layout the references decided (views.resize auto is resolved once per product at fit).
+    config = detector.config.replace(image_size=spec.image_size, taps=spec.taps,
+                                     resize=detector.plan_.resize or detector.config.views.resize)
     size = spec.image_size
     values = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "vandal_version": __version__,
