@@ -143,11 +143,12 @@ def calibrate_sources(sources: list[ScoreSource], embedder: Embedder, sigma: flo
                       progress: bool = False) -> Calibration:
     """The calibration of fitted ``sources`` from their embedded references (smoothing ``sigma``)."""
     if not references:
-        levels = [s.fixed_levels() for s in sources]
-        if any(level is None for level in levels):
+        maybe_levels = [s.fixed_levels() for s in sources]
+        levels = [level for level in maybe_levels if level is not None]
+        if len(levels) < len(maybe_levels):
             raise ValueError("a source that needs references was fitted without any")
-        pixel = sum(level.pixel for level in levels)
-        image = sum(level.image for level in levels) + (pixel if any(s.map_in_image_score for s in sources) else 0.0)
+        pixel = float(sum(level.pixel for level in levels))
+        image = float(sum(level.image for level in levels)) + (pixel if any(s.map_in_image_score for s in sources) else 0.0)
         return fixed_calibration(image, pixel, " + ".join(level.method for level in levels))
     if len(references) == 1 and not _places_hold_out(sources, references[0]):
         return _perturbed(sources, embedder, sigma, references[0])

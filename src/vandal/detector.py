@@ -172,7 +172,7 @@ class Detector(Runner):
         device = resolve_device(self.device)
         built = getattr(self, "_built", None)
         if built is None or built[0] != (cfg.backbone, device):
-            options = {"hidden_act": cfg.backbone.hidden_act} if cfg.backbone.hidden_act else {}
+            options: dict[str, object] = {"hidden_act": cfg.backbone.hidden_act} if cfg.backbone.hidden_act else {}
             if not self.allow_download:
                 options["offline"] = True
             backbone = create_backbone(cfg.backbone.name, cfg.backbone.image_size, cfg.backbone.taps,
@@ -184,9 +184,9 @@ class Detector(Runner):
         if any(SOURCES[name].uses_objects for name in names):
             from .segmentation import create_segmenter
 
-            options = {} if cfg.objects.segmenter == "classical" else {"device": device,
+            segmenter_options: dict[str, object] = {} if cfg.objects.segmenter == "classical" else {"device": device,
                                                                         "offline": not self.allow_download}
-            segmenter = create_segmenter(cfg.objects.segmenter, **options)
+            segmenter = create_segmenter(cfg.objects.segmenter, **segmenter_options)
         self.embedder_ = Embedder(self.backbone_, cfg.views.resize, self.batch_size, device, segmenter,
                                   cfg.objects.align, self.precision)
 
@@ -233,7 +233,7 @@ class Detector(Runner):
         from .calibration import MAX_LOO_REFERENCES
 
         transforms = self.plan_.transforms
-        items = []
+        items: list[EmbeddedImage] = []
         for image in tqdm(images, desc="fit: embedding references", unit="img", disable=not self.progress):
             reference = self.embedder_.reference(image, transforms)
             for source in sources:

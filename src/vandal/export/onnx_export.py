@@ -106,6 +106,8 @@ def _capture(graph: DetectorGraph, example: torch.Tensor):
                                         external_data=False, verbose=False)
     finally:
         registration.setLevel(level)
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program (the dynamo exporter failed silently)")
     return program.model_proto
 
 

@@ -100,7 +100,7 @@ def use_individual(mode: str, object_counts: Sequence[int], min_objects: int = M
 
 
 def fuse_maps(global_map: torch.Tensor, individual_map: torch.Tensor | None, fusion: str,
-              scales: tuple[float, float] | None) -> torch.Tensor:
+              scales: Sequence[float] | None) -> torch.Tensor:
     """Global and individual maps ``[H, W]`` -> the fused map.
 
     "sum" adds them (the papers' fusion); "mean" averages them after dividing each by its own

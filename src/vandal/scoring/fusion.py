@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,9 @@ import torch.nn.functional as F
 from ..data.layout import View, merge_views
 from ..memory.individual import fuse_maps
 from .smoothing import gaussian_smooth
+
+if TYPE_CHECKING:
+    from ..sources.base import ScoreSource, SourceScore
 
 TINY = 1e-6
 
@@ -44,7 +48,7 @@ class ScoredImage:
     exclusive: bool = False
 
 
-def collect(item, answers: Sequence[tuple[object, object]], size: int, sigma: float) -> ScoredImage:
+def collect(item, answers: Sequence[tuple[ScoreSource, SourceScore]], size: int, sigma: float) -> ScoredImage:
     """``(source, SourceScore)`` pairs for ``item`` -> a :class:`ScoredImage` (view maps summed, smoothed)."""
     view_maps = None
     image_maps: list[tuple[torch.Tensor, str]] = []
@@ -71,7 +75,7 @@ def collect(item, answers: Sequence[tuple[object, object]], size: int, sigma: fl
                        any(source.exclusive for source, _ in answers))
 
 
-def fuse(scored: ScoredImage, scales: tuple[float, float] | None, grid: bool = False) -> tuple[torch.Tensor, float]:
+def fuse(scored: ScoredImage, scales: Sequence[float] | None, grid: bool = False) -> tuple[torch.Tensor, float]:
     """-> (raw map ``[H, W]``, raw image score). Scored on the merged map, what the user sees: with
     pad/tile the per-view maxima include padding or tile overlaps that the merged map does not.
 

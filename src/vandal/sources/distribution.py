@@ -84,7 +84,8 @@ class DistributionSource(ScoreSource):
         if offset < 1 or min(image.shape[:2]) <= 4 * offset:
             return None
         crops = (image[offset:, offset:], image[:-offset, :-offset])
-        return tuple(self._tokens(self.embedder.image(np.ascontiguousarray(c))) for c in crops)
+        first, second = (self._tokens(self.embedder.image(np.ascontiguousarray(c))) for c in crops)
+        return first, second
 
     def finish(self) -> bool:
         tokens = self.grid_tokens

@@ -52,7 +52,7 @@ class MemorySource(ScoreSource):
         self.neighbourhood = tuple(config.memory.neighbourhood)
         self.banks = BankSet(config.memory.coreset)
         self.transforms: list[Transform] | None = None  # the first reference's views, for one-reference hold-out
-        self._near: dict[str, torch.Tensor] = {}
+        self._near: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.texture = config.memory.texture == "on"  # the plan's decision (ViewPlan.apply)
         self.top_fraction = config.memory.top_fraction
         # A tail mean of the patch distances replaces the map maximum as the image score (AnomalyDINO).
@@ -171,7 +171,7 @@ class MemorySource(ScoreSource):
                 _, h, w, c = tokens[key].shape
                 rows = self.banks.banks[key].features
                 if key not in self._near:
-                    where = torch.cat([token_sources(t, h, w).reshape(-1, 2) for t in self.transforms])
+                    where = torch.cat([token_sources(t, h, w).reshape(-1, 2) for t in self.transforms or []])
                     if key in self.banks.origins:  # a coreset kept these of the reference's rows
                         where = where[self.banks.origins[key]]
                     here = token_sources(Transform(), h, w).reshape(-1, 2)
@@ -189,7 +189,7 @@ class MemorySource(ScoreSource):
         return self.banks.state_dict()
 
     def meta(self) -> dict:
-        meta = {"reference_units": list(self.banks.units)}
+        meta: dict[str, object] = {"reference_units": list(self.banks.units)}
         if self.banks.coreset is not None:  # which reference each kept row came from (leave-one-out)
             meta["reference_rows"] = {key: list(rows) for key, rows in self.banks.rows.items()}
         if self.tap_weights is not None:

@@ -9,6 +9,9 @@ detector, so a loaded detector scores with exactly the features it was fitted wi
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +41,13 @@ class TextSource(ScoreSource):
     def wanted(cls, config, has_references: bool) -> bool:
         return bool(config.text.class_name)
 
+    @property
+    def features(self) -> torch.Tensor:
+        """The prompt features ``[2, D]`` (normal, abnormal); set by :meth:`finish` or a loaded state."""
+        if self.text is None:
+            raise RuntimeError("the text source has no prompt features yet: fit or load the detector first")
+        return self.text
+
     def carries_over(self, config) -> bool:
         return config.text == self.config.text and config.backbone == self.config.backbone
 
@@ -47,7 +57,10 @@ class TextSource(ScoreSource):
 
         if self.text is None:
             with torch.inference_mode():
-                self.text = text_features(self.embedder.backbone, self.config.text.class_name).float()
+                class_name = self.config.text.class_name
+                if class_name is None:
+                    raise ValueError("the text source needs text.class_name (--class-name)")
+                self.text = text_features(self.embedder.backbone, class_name).float()
         if self.adapters is None and self.config.text.adapters:
             from ..scoring.adapters import load_adapters
 
@@ -63,15 +76,15 @@ class TextSource(ScoreSource):
         with torch.inference_mode():
             projected = self.adapters(out.taps) if self.adapters is not None else self.embedder.backbone.project_taps(out.taps)
         maps = self._maps([p.float() for p in projected], item.inputs)
-        return SourceScore(maps, float(text_image_score(out.global_embedding, self.text).mean()))
+        return SourceScore(maps, float(text_image_score(out.global_embedding, self.features).mean()))
 
     def _maps(self, projected: list[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """Projected taps ``[V, h, w, D]`` -> text map ``[V, S, S]`` in ``[0, n_taps]`` at the chosen scales."""
-        size, scales = self.embedder.size, self.config.text.scales
+        size, scales, text = self.embedder.size, self.config.text.scales, self.features
         if scales == "pooled":
-            return pooled_text_maps(projected, self.text, size)
+            return pooled_text_maps(projected, text, size)
         if scales != "windows":
-            return text_anomaly_maps(projected, self.text, size)
+            return text_anomaly_maps(projected, text, size)
         backbone = self.embedder.backbone
         if not hasattr(backbone, "grid_size"):
             raise ValueError("text_scales='windows' needs a CLIP backbone")
@@ -79,21 +92,21 @@ class TextSource(ScoreSource):
 
         sizes = tuple(self.config.text.window_sizes)
         with torch.inference_mode():
-            windows = window_text_map(backbone, inputs.to(self.embedder.device), self.text, sizes)
+            windows = window_text_map(backbone, inputs.to(self.embedder.device), text, sizes)
         windows = F.interpolate(windows[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
         # Per tap: the harmonic mean of its full-image patch probability and every window scale, each
         # weighted alike (docs/method.md §4). `windows` is already the harmonic mean of n scales, so
         # 1/w_2 + ... + 1/w_n = n / windows.
         n = len(sizes)
-        return sum((n + 1) / (text_anomaly_maps([p], self.text, size).reciprocal() + n / windows)
-                   for p in projected)
+        return functools.reduce(operator.add, ((n + 1) / (text_anomaly_maps([p], text, size).reciprocal() + n / windows)
+                                               for p in projected))
 
     def fixed_levels(self) -> FixedLevels:
         taps = len(self.embedder.backbone.spec.taps)
         return FixedLevels(image=ZERO_SHOT_LEVEL, pixel=ZERO_SHOT_LEVEL * taps, method="zero-shot")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {"text_features": self.text.contiguous().cpu()}
+        state = {"text_features": self.features.contiguous().cpu()}
         if self.adapters is not None:
             state.update({ADAPTER_PREFIX + k: v.contiguous().cpu() for k, v in self.adapters.state_dict().items()})
         return state
