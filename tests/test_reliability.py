@@ -137,16 +137,14 @@ def test_a_second_run_into_a_locked_folder_stops(folders, model, tmp_path):
     assert code == 2 and one_error(output) and "another vandal run" in output
 
 
-def test_recursive_skips_its_own_output_folder(folders, model, tmp_path):
+def test_an_out_folder_inside_the_input_is_refused_and_nothing_is_written(folders, model, tmp_path):
     import shutil
 
     tree = tmp_path / "tree"
     shutil.copytree(folders / "test", tree)
-    assert invoke("predict", model, tree, "--out", tree / "results", "--recursive")[0] == 0
-    code, output = invoke("predict", model, tree, "--out", tree / "results", "--recursive", "--overwrite")
-    assert code == 0, output
-    rows = list(csv.reader((tree / "results" / "predictions.csv").open()))
-    assert len(rows) == 3, "vandal's own overlays must not be scored on a rerun"
+    code, output = invoke("predict", model, tree, "--out", tree / "results", "--recursive")
+    assert code == 2 and "error:" in output, output
+    assert not (tree / "results").exists()
 
 
 def test_formula_file_names_are_escaped_in_csv(model, tmp_path, textures, monkeypatch):
