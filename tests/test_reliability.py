@@ -210,7 +210,7 @@ def test_loading_a_bundle_never_downloads_unless_allowed(tmp_path, textures):
     clip = make_tiny_clip(tmp_path / "clip")
     Detector(backbone=clip, image_size=32, progress=False).fit(textures[0][:2]).save(str(tmp_path / "b"))
     document = json.loads((tmp_path / "b" / "detector.json").read_text())
-    document["config"]["backbone"]["name"] = "example-org/clip-not-cached"
+    document["config"]["backbone"]["name"] = "openai/clip-vit-tiny-not-cached"
     (tmp_path / "b" / "detector.json").write_text(json.dumps(document))
     with pytest.raises(OSError, match="not in the local cache and downloading was not allowed"):
         Detector.load(str(tmp_path / "b"), progress=False)
