@@ -74,7 +74,7 @@ class ColourSource(ScoreSource):
 def with_toy():
     SOURCES[ColourSource.name] = ColourSource  # the one registry line
     try:
-        yield Detector(image_size=128, device="cpu", progress=False).fit([texture(0), texture(1), texture(2)])
+        yield Detector(image_size=128, distribution="on", device="cpu", progress=False).fit([texture(0), texture(1), texture(2)])
     finally:
         del SOURCES[ColourSource.name]
 
@@ -84,7 +84,7 @@ def test_a_new_source_calibrates_and_predicts(with_toy, monkeypatch):
     assert detector.source_names == ["memory", "distribution", ColourSource.name]
     assert detector.calibration_.method.startswith("held-out")
     monkeypatch.delitem(SOURCES, ColourSource.name)
-    plain = Detector(image_size=128, device="cpu", progress=False).fit([texture(0), texture(1), texture(2)])
+    plain = Detector(image_size=128, distribution="on", device="cpu", progress=False).fit([texture(0), texture(1), texture(2)])
     # Its leave-one-out maps joined the calibration: the level moved from the memory-only detector's.
     assert detector.calibration_.pixel_threshold != plain.calibration_.pixel_threshold
     defect, _ = plant_defect(texture(11), 1)
