@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, BackboneOutput, BackboneSpec, Preprocessing, check_pixels
-from .hf import load_config, local_model_dir, read_preprocessing, require_transformers
+from .base import BackboneOutput, BackboneSpec, Preprocessing, check_pixels
+from .hf import PatchBackbone, load_config, local_model_dir, read_preprocessing, require_transformers
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -64,7 +64,7 @@ def resize_position_table(table: torch.Tensor, grid: int, antialias: bool = True
     return torch.cat([cls, patches], dim=0)
 
 
-class CLIPBackbone(Backbone):
+class CLIPBackbone(PatchBackbone):
     """A frozen CLIP ViT: taps are residual-stream outputs of 1-based blocks, CLS dropped.
 
     name: Hugging Face id or local directory. image_size: input side; ``None`` gives
@@ -142,15 +142,6 @@ class CLIPBackbone(Backbone):
         embeddings.image_size = grid * embeddings.patch_size
         embeddings.position_ids = torch.arange(grid * grid + 1, device=old.device).expand(1, -1)
         self.model.config.vision_config.image_size = embeddings.image_size  # type: ignore[union-attr]
-
-    @property
-    def patch_size(self) -> int:
-        return self.spec.extra["patch_size"]
-
-    @property
-    def grid_size(self) -> int:
-        """Side of the token grid: ``image_size // patch_size``."""
-        return self.image_size // self.patch_size
 
     @property
     def position_table(self) -> torch.Tensor:

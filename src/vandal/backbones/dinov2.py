@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import Backbone, BackboneOutput, BackboneSpec, Preprocessing, check_pixels
+from .base import BackboneOutput, BackboneSpec, Preprocessing, check_pixels
 from .clip import default_taps
-from .hf import load_config, local_model_dir, read_preprocessing, require_transformers
+from .hf import PatchBackbone, load_config, local_model_dir, read_preprocessing, require_transformers
 
 # What facebook/dinov2-* ship in preprocessor_config.json (BitImageProcessor): ImageNet statistics, bicubic.
 IMAGENET_PREPROCESSING = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resample="bicubic")
@@ -40,7 +40,7 @@ def _load_config(name: str, local: bool, offline: bool = False):
     return load_config(name, local, offline, "DINOv2", MODEL_TYPES)
 
 
-class DINOv2Backbone(Backbone):
+class DINOv2Backbone(PatchBackbone):
     """A frozen DINOv2 ViT: taps ``[B, S/p, S/p, C]`` from 1-based blocks (final LayerNorm applied).
 
     name: Hugging Face id or local directory. image_size: input side, a multiple of the patch size
@@ -83,14 +83,6 @@ class DINOv2Backbone(Backbone):
             extra={"patch_size": patch, "depth": depth, "model_type": config.model_type,
                    "register_tokens": registers, "tap_norm": tap_norm},
         )
-
-    @property
-    def patch_size(self) -> int:
-        return self.spec.extra["patch_size"]
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
 
     def forward(self, pixels: torch.Tensor) -> BackboneOutput:
         """pixels ``[B, 3, S, S]`` -> taps ``[B, S/p, S/p, C]`` (no global embedding: no text space)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..extras import require
-from .base import Preprocessing
+from .base import Backbone, Preprocessing
 
 # PIL's resample codes, as image processors store them in preprocessor_config.json.
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -108,3 +108,16 @@ def load_config(name: str, local: bool, offline: bool, family: str, model_types:
         raise ValueError(f"{name!r} is a {getattr(config, 'model_type', type(config).__name__)!r} model, not "
                          f"{family} (config.json model_type must be {' or '.join(repr(t) for t in model_types)})")
     return config
+
+
+class PatchBackbone(Backbone):
+    """A vision transformer's backbone (CLIP, DINOv2): square patches, one token grid per tap."""
+
+    @property
+    def patch_size(self) -> int:
+        return self.spec.extra["patch_size"]
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the token grid: ``image_size // patch_size``."""
+        return self.image_size // self.patch_size
