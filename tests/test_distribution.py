@@ -11,6 +11,7 @@ from vandal.scoring.distribution import (
     loo_scale,
     oas_covariance,
     split_null,
+    views_null,
 )
 
 
@@ -146,3 +147,38 @@ def test_parts_that_differ_globally_are_told_from_a_stationary_product():
     assert fitted(same).parts_differ() is False
     assert fitted(lit).parts_differ() is True
     assert fitted(same[:1]).parts_differ() is None  # one reference: no parts to compare
+
+
+def test_split_null_of_a_tiled_image_halves_the_whole_image():
+    """Views of one image (tiles of a long part) are halved alike and the halves pooled: one view gives
+    the single-grid null, several the null of half the whole image against the other half."""
+    gen = torch.Generator().manual_seed(8)
+    tiles = torch.randn(3, 8, 8, 6, generator=gen) + 2.0
+    assert split_null(tiles[:1]) == split_null(tiles[0])
+    halves = [diagonal_halves(t) for t in tiles]
+    a, b = torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
+    want = 0.5 * 0.5 * (TokenGaussian.fit(TokenMoments.of(b)).mean_shift(a)
+                        + TokenGaussian.fit(TokenMoments.of(a)).mean_shift(b))
+    assert split_null(tiles) == pytest.approx(want, rel=1e-12)
+
+
+def test_views_null_compares_each_view_with_the_others_at_a_test_scale():
+    gen = torch.Generator().manual_seed(9)
+    tiles = torch.randn(3, 8, 8, 6, generator=gen) + 2.0
+    assert views_null(tiles[:1]) is None
+    each = [TokenGaussian.fit(TokenMoments.of(torch.cat([tiles[:i], tiles[i + 1:]]))).mean_shift(tiles[i])
+            for i in range(3)]
+    assert views_null(tiles) == pytest.approx(2 * 2 / 9 * sum(each) / 3, rel=1e-12)
+
+
+def test_one_tiled_reference_whose_places_differ_drops_the_mean_token():
+    """With one reference, the tiles of a long part stand in for parts: tiles that differ globally (the
+    light changes along the part) say the mean token varies with no defect; tiles of one texture do not."""
+    gen = torch.Generator().manual_seed(10)
+    texture = torch.randn(1, 10, 10, 16, generator=gen) + 1.0
+    same = texture + 0.05 * torch.randn(3, 10, 10, 16, generator=gen)  # the texture again at each place
+    lit = same.clone()
+    for i in range(3):
+        lit[i, ..., :4] += 1.0 * i
+    assert fitted([same]).parts_differ() is False
+    assert fitted([lit]).parts_differ() is True

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .data.layout import crop_view
 from .data.synthetic_anomalies import KINDS, synthetic_anomaly
 from .memory.augment import augment, calibration_transforms
 from .scoring.fusion import ScoredImage, collect, fuse, fusion_scales
@@ -88,16 +89,23 @@ class Synthetic:
 
 def _synthetic(sources: list[ScoreSource], embedder: Embedder, sigma: float, references: list[EmbeddedImage]
                ) -> Synthetic:
-    """Synthetic defects pasted into the held-out references (at the backbone's input size: the same
-    share of the image, and cheap on large parts), each scored without its owner. Not for object
-    sources (no mean-fusion scales needed: see :func:`calibrate_sources`)."""
+    """Synthetic defects pasted into the held-out references, each scored without its owner. Each is
+    pasted into one of its owner's views (the whole image when squashed, one tile of a long one) cut
+    out and resized to the backbone's input: a square the size of one input is one view under every
+    layout, so the defect is seen at the scale the product's images are (a whole long image squashed
+    into one input would be seen 2-3x smaller along its length than the tiled references, and score
+    as a defect everywhere). Cheap on large parts. Not for object sources (no mean-fusion scales
+    needed: see :func:`calibrate_sources`)."""
     rng = np.random.default_rng(SYNTHETIC_SEED)
     size = embedder.size
-    small = [np.asarray(Image.fromarray(r.image).resize((size, size), Image.Resampling.BILINEAR))
-             for r in references]
     scales = None
     owners = [j % len(references) for j in range(SYNTHETIC_DEFECTS)]
-    pasted = [synthetic_anomaly(small[owner], rng, KINDS[j % len(KINDS)]) for j, owner in enumerate(owners)]
+    pasted = []
+    for j, owner in enumerate(owners):
+        views = references[owner].views
+        view = views[(j // len(references)) % len(views)]
+        small = Image.fromarray(crop_view(references[owner].image, view)).resize((size, size), Image.Resampling.BILINEAR)
+        pasted.append(synthetic_anomaly(np.asarray(small), rng, KINDS[j % len(KINDS)]))
     items = [embedder.image(image) for image, _ in pasted]
     embedder.embed_items(items)  # batched forwards: ~2x faster than one image at a time on 2 cores
     maps = [fuse(left_out(sources, owner, item, sigma), scales)[0] for owner, item in zip(owners, items)]

@@ -158,9 +158,15 @@ def diagonal_halves(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return grid[first], grid[~first]
 
 
-def split_null(grid: torch.Tensor) -> float:
-    """One reference's within-image null: its diagonal halves against each other (both ways), scaled."""
-    a, b = diagonal_halves(grid)
+def split_null(grids: torch.Tensor) -> float:
+    """One reference's within-image null: its diagonal halves against each other (both ways), scaled.
+    ``[h, w, C]``, or ``[V, h, w, C]``: the views of one image (tiles of a long part), each halved the
+    same way and the halves pooled, so the null compares half of the whole image with the other half,
+    at the scale a test image's mean token (over all its views) is compared. A single tile's halves
+    hold a third of a KolektorSDD image's tokens and miss how the part varies along its length: 3-5x
+    the whole image's split null there (k = 4 references)."""
+    halves = [diagonal_halves(grid) for grid in (grids if grids.ndim == 4 else grids[None])]
+    a, b = (torch.cat(parts) for parts in zip(*halves, strict=True))
     one = TokenGaussian.fit(TokenMoments.of(b)).mean_shift(a)
     other = TokenGaussian.fit(TokenMoments.of(a)).mean_shift(b)
     return SPLIT_SCALE * 0.5 * (one + other)
@@ -173,6 +179,19 @@ def shift_null(first: torch.Tensor, second: torch.Tensor) -> float:
     one = TokenGaussian.fit(TokenMoments.of(second)).mean_shift(first)
     other = TokenGaussian.fit(TokenMoments.of(first)).mean_shift(second)
     return 0.5 * (one + other)
+
+
+def views_null(grids: torch.Tensor) -> float | None:
+    """``[V, h, w, C]``, V >= 2 views (tiles) of one image: each view's mean token against the Gaussian of
+    the other views, mean over views, rescaled to a test comparison (n / V against n (V - 1) / V tokens
+    -> n against n: x 2 (V - 1) / V^2, as the split's x 1/2). The places along one long part stand in
+    for whole parts when there is one reference: None for one view."""
+    views = grids.shape[0]
+    if views < 2:
+        return None
+    values = [TokenGaussian.fit(TokenMoments.of(torch.cat([grids[:i], grids[i + 1:]]))).mean_shift(grids[i])
+              for i in range(views)]
+    return 2 * (views - 1) / views**2 * sum(values) / views
 
 
 def loo_scale(k: int) -> float:
@@ -188,18 +207,19 @@ class ReferenceStats:
     moments: TokenMoments | None
     mean: torch.Tensor
     split: float
+    across: float | None = None  # its views against each other (views_null); None for one view
 
     @classmethod
     def of(cls, grids: torch.Tensor, keep_moments: bool, shifted: tuple[torch.Tensor, torch.Tensor] | None = None
            ) -> ReferenceStats:
-        """grids ``[V, h, w, C]``: the reference's identity views (the split null on the first). shifted: the
-        token grids of two crops of the reference offset by part of a token (see :func:`shift_null`)."""
+        """grids ``[V, h, w, C]``: the reference's identity views (the split null over all of them). shifted:
+        the token grids of two crops of the reference offset by part of a token (see :func:`shift_null`)."""
         moments = TokenMoments.of(grids)
-        within = split_null(grids[0])
+        within = split_null(grids)
         if shifted is not None:
             shift = shift_null(*shifted)
             within = shift if shift > ALIASING_RATIO * within else within
-        return cls(moments if keep_moments else None, moments.mean, within)
+        return cls(moments if keep_moments else None, moments.mean, within, views_null(grids))
 
 
 class DistributionModel:
@@ -221,6 +241,7 @@ class DistributionModel:
         # This fit's null values apart (not saved): leave-one-out (between parts) and split (within one part).
         self.between: list[float] = []
         self.within: list[float] = []
+        self.across: list[float] = []  # views of one image against each other (tiled parts)
 
     def add(self, grids: torch.Tensor, shifted: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """One reference's identity token grids ``[V, h, w, C]`` (and optionally two slightly shifted
@@ -247,6 +268,8 @@ class DistributionModel:
                     self.between.append(value)
             self.nulls.append(stats.split)
             self.within.append(stats.split)
+            if stats.across is not None:
+                self.across.append(stats.across)
         self.references, self.pending = k, []
         self.gaussian = TokenGaussian.fit(self.total)
         self.level = max(sum(self.nulls) / len(self.nulls), 1e-12)
@@ -254,11 +277,13 @@ class DistributionModel:
     def parts_differ(self) -> bool | None:
         """Whether whole references differ more from each other than one reference's halves do (mean
         leave-one-out null above the mean split null): the product's mean token varies between normal
-        parts (lighting, placement), so a shifted mean token is no sign of a defect. None: not measured
-        in this fit (one reference, or a loaded model)."""
-        if not self.between or not self.within:
+        parts (lighting, placement), so a shifted mean token is no sign of a defect. With one reference
+        of several views (a tiled long part), its views against each other stand in for parts. None:
+        not measured in this fit (one reference of one view, or a loaded model)."""
+        between = self.between or self.across
+        if not between or not self.within:
             return None
-        return sum(self.between) / len(self.between) > sum(self.within) / len(self.within)
+        return sum(between) / len(between) > sum(self.within) / len(self.within)
 
     def decisions(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens ``[B, N, C]`` of B images -> ``[B]`` decisions (1.0 = the decision level)."""
