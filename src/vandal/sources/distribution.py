@@ -14,6 +14,9 @@ more than one reference's halves do (:meth:`~vandal.scoring.distribution.Distrib
 normal parts then vary globally (KolektorSDD commutators under changing light), and on KolektorSDD
 (k = 4, ``benchmarks/bench_surfaces.py``) the source ranked worse than the memory and made most
 false alarms. The simulated textile's draws differ less than one draw's halves: the source stays.
+A long part laid out in tiles is halved as a whole (every tile halved alike), and with one reference
+its tiles against each other stand in for parts (KolektorSDD, seed 0: dropped at k = 4 and k = 1,
+image AUROC 0.818 -> 0.874 and 0.563 -> 0.743).
 """
 
 from __future__ import annotations
