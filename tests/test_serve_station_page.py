@@ -98,7 +98,8 @@ def test_sign_in_asks_for_a_key_and_offers_only_what_the_role_may_do(browser, st
     policy = station.inspector.get("/").headers["content-security-policy"]
     assert "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy and "script-src 'self'" in policy
     with signed_in(browser, station, None) as tab:
-        assert tab.get_by_test_id("signin-key").is_visible() and not tab.locator("#app").is_visible()
+        tab.get_by_test_id("signin-key").wait_for(state="visible")  # the page's modules show it once loaded
+        assert not tab.locator("#app").is_visible()
         sign_in(tab, "vandal_000000000000_not-a-key-of-this-station")
         tab.wait_for_function("() => document.getElementById('signin-status').textContent.includes('refused')")
         shot(tab, "station-signin")
@@ -112,7 +113,7 @@ def test_sign_in_asks_for_a_key_and_offers_only_what_the_role_may_do(browser, st
         tab.wait_for_function("() => document.querySelectorAll('[data-testid=inspection-row]').length > 0")
         assert tab.get_by_test_id("record").is_visible() and not tab.get_by_test_id("review-good").is_visible()
         tab.locator("#tab-score").click()
-        assert tab.locator("#score-denied").is_visible()
+        tab.locator("#score-denied").wait_for(state="visible")
         tab.reload()  # the key stays for this tab (sessionStorage)
         tab.get_by_test_id("role").wait_for(state="visible")
         assert not tab.get_by_test_id("signin-key").is_visible()
