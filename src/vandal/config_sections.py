@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RESIZE_POLICIES = ("auto", "squash", "pad", "tile")
+LIGHTING_MODES = ("auto", "on", "off")
 INDIVIDUAL_MODES = ("auto", "on", "off")
 FUSIONS = ("sum", "mean")
 TEXT_SCALES = ("pooled", "windows")
@@ -86,6 +87,9 @@ class ViewsConfig:
     resize: str = option("auto", "auto (decided once from the references: tile when their long side is >= 1.5 x the "
                                  "short one, else squash), "
                                  "squash (the papers), pad, or tile (long images).", choices=RESIZE_POLICIES)
+    lighting: str = option("auto", "Bring every image's brightness and contrast to the references'. auto: when the "
+                                   "references' brightness varies between parts (data/lighting.py); on; off.",
+                           choices=LIGHTING_MODES)
 
 
 @dataclass(frozen=True)

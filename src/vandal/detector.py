@@ -194,6 +194,7 @@ class Detector(Runner):
         """The ``names`` sources, built with the planned settings (after :meth:`_setup`)."""
         self.plan_ = plan
         self.embedder_.resize = plan.resize or self.config.views.resize
+        self.embedder_.lighting = plan.lighting
         return [SOURCES[name](plan.apply(self.config), self.embedder_) for name in names]
 
     def _wanted(self, has_references: bool) -> list[str]:

@@ -18,6 +18,7 @@ import torch
 
 from .backbones import Backbone, BackboneOutput
 from .data.layout import View, image_views, to_input
+from .data.lighting import normalise_lighting
 from .memory.align import turn_half
 from .memory.augment import Transform, augment
 from .memory.individual import ObjectCrop, crop_inputs, crop_object, find_objects
@@ -50,6 +51,7 @@ class Embedder:
         self.segmenter = segmenter
         self.align = align
         self.precision = precision
+        self.lighting: tuple[float, float] | None = None  # the product's grey-level (mean, std), when normalised
 
     def _autocast(self):
         if self.precision == "float32":
@@ -74,7 +76,10 @@ class Embedder:
         return BackboneOutput(taps=joined, global_embedding=torch.cat(globals_) if globals_ else None)
 
     def views(self, image: np.ndarray) -> tuple[list[View], torch.Tensor]:
-        """``[H, W, 3]`` uint8 -> (views, ``[V, 3, S, S]`` inputs) under the resize policy."""
+        """``[H, W, 3]`` uint8 -> (views, ``[V, 3, S, S]`` inputs) under the resize policy (after the
+        product's lighting normalisation, when it has one)."""
+        if self.lighting is not None:
+            image = normalise_lighting(image, self.lighting)
         return image_views(image, self.size, self.backbone.preprocessing, self.resize)
 
     def image(self, image: np.ndarray, name: str | None = None,

@@ -22,6 +22,7 @@ import torch
 
 from .config import DetectorConfig
 from .data.layout import POLICIES, product_policy
+from .data.lighting import check_target, lighting_target
 from .memory.augment import Transform, augment, paper_transforms, rotation_transforms
 from .memory.texture import TEXTURE_LIMIT, invariance_ratios, invariant_transforms, stationarity_ratio
 
@@ -44,6 +45,7 @@ class ViewPlan:
     neighbourhood: tuple[int, ...]
     views: tuple[str, ...]
     resize: str | None = None  # views.resize for every image of the product (None: as configured)
+    lighting: tuple[float, float] | None = None  # the references' grey-level (mean, std) images are brought to
 
     @classmethod
     def configured(cls, config: DetectorConfig, stationarity: float | None = None) -> ViewPlan:
@@ -67,7 +69,8 @@ class ViewPlan:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        return {**data, "neighbourhood": list(self.neighbourhood), "views": list(self.views)}
+        return {**data, "neighbourhood": list(self.neighbourhood), "views": list(self.views),
+                "lighting": None if self.lighting is None else list(self.lighting)}
 
     @classmethod
     def from_dict(cls, data: dict) -> ViewPlan:
@@ -92,7 +95,9 @@ class ViewPlan:
         resize = data.get("resize")  # absent in bundles saved before it was planned
         if resize is not None and resize not in POLICIES:
             raise ValueError(f"field 'plan.resize' must be one of {', '.join(POLICIES)} or null, got {resize!r}")
-        return cls(data["texture"], None if ratio is None else float(ratio), tuple(sizes), tuple(views), resize)
+        lighting = check_target(data.get("lighting"), "plan.lighting")  # absent before it was planned
+        return cls(data["texture"], None if ratio is None else float(ratio), tuple(sizes), tuple(views), resize,
+                   lighting)
 
 
 def _first_taps(embedder, images: list[np.ndarray]) -> list[torch.Tensor]:
@@ -113,12 +118,15 @@ def stationarity(embedder, images: list[np.ndarray]) -> float | None:
 
 def choose_plan(config: DetectorConfig, embedder, images: list[np.ndarray]) -> ViewPlan:
     """Decide from the references how every image of the product is laid out (``views.resize``: auto
-    resolved once, :func:`~vandal.data.layout.product_policy`) and how they are banked
+    resolved once, :func:`~vandal.data.layout.product_policy`), lit (``views.lighting``,
+    :func:`~vandal.data.lighting.lighting_target`) and how they are banked
     (``memory.texture``). Sets the embedder's layout first, so the texture tests see the references as
     they will be banked."""
     resize = product_policy(config.views.resize, [image.shape[:2] for image in images])
     embedder.resize = resize
-    return replace(_banking_plan(config, embedder, images), resize=None if resize == "auto" else resize)
+    embedder.lighting = lighting = lighting_target(config.views.lighting, images)
+    return replace(_banking_plan(config, embedder, images), resize=None if resize == "auto" else resize,
+                   lighting=lighting)
 
 
 def _banking_plan(config: DetectorConfig, embedder, images: list[np.ndarray]) -> ViewPlan:

@@ -51,6 +51,7 @@ def metadata(detector, graph: DetectorGraph) -> dict[str, str]:
         "backbone": spec.name, "backbone_kind": spec.kind, "image_size": size,
         "mean": list(spec.preprocessing.mean), "std": list(spec.preprocessing.std),
         "resample": spec.preprocessing.resample, "resize": config.views.resize,
+        "lighting": None if detector.plan_.lighting is None else list(detector.plan_.lighting),
         "image_threshold": calibration.image_threshold, "pixel_threshold": calibration.pixel_threshold,
         "decision_level": 0.5, "taps": list(spec.taps), "tap_dims": list(spec.tap_dims),
         "neighbourhood": list(detector.plan_.neighbourhood), "smoothing_sigma": config.post.smoothing_sigma,
@@ -59,7 +60,8 @@ def metadata(detector, graph: DetectorGraph) -> dict[str, str]:
         "sources": [s.name for s in detector.sources_],
         "n_references": detector.n_references_,
         "inputs": {INPUT: f"[B, 3, {size}, {size}] float32: views resized ({spec.preprocessing.resample}) and "
-                          "normalised with mean/std, under the resize policy"},
+                          "normalised with mean/std, under the resize policy (the image's grey levels first "
+                          "moved to 'lighting' [mean, std] when that is not null)"},
         "outputs": {"pred_score": "[B] calibrated max of each view's map on the input grid (0.5 = threshold)",
                     "anomaly_map": f"[B, {size}, {size}] calibrated map per view (0.5 = threshold)",
                     "raw_map": f"[B, {size}, {size}] smoothed raw map per view: merge views, take the max, "

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..config_sections import MAX_IMAGE_SIZE
+from ..data.lighting import check_target
 
 FORMAT = "vandal-onnx"
 FORMAT_VERSION = 1
@@ -23,10 +24,11 @@ DECISION_KEY = "distribution"
 METADATA_KEYS = ("format", "format_version", "vandal_version", "backbone", "backbone_kind", "image_size", "mean",
                  "std", "resample", "resize", "image_threshold", "pixel_threshold", "decision_level", "taps",
                  "tap_dims", "neighbourhood", "smoothing_sigma", "n_references", "inputs", "outputs", "config",
-                 "calibration", DECISION_KEY, "sources")
+                 "calibration", DECISION_KEY, "sources", "lighting")
 TEXT_KEYS = ("format", "vandal_version", "backbone", "backbone_kind", "resample", "resize")  # not JSON
 RESAMPLING = ("bicubic", "bilinear", "nearest")  # PIL filters the views are resized with
-OPTIONAL_KEYS = (DECISION_KEY, "sources")  # exports from before the decision terms (or the source list) lack them
+# exports from before the decision terms (or the source list, or the lighting target) lack them
+OPTIONAL_KEYS = (DECISION_KEY, "sources", "lighting")
 
 
 class DamagedModelError(ValueError):
@@ -106,6 +108,10 @@ def _number(value: Any, positive: bool = False) -> bool:
 
 def _problems(values: dict[str, Any]) -> Iterator[str]:
     """What is wrong with read metadata values, one phrase each."""
+    try:
+        check_target(values.get("lighting"), "lighting")
+    except ValueError as error:
+        yield str(error).removeprefix("field ")
     size = values["image_size"]
     if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_IMAGE_SIZE:
         yield f"'image_size' must be a whole number in [1, {MAX_IMAGE_SIZE}], got {size!r}"
