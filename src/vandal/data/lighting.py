@@ -7,10 +7,9 @@ gain and offset for all three channels, so colours keep their ratios. Parts lit 
 are: normalising them would only hide a defect that darkens or brightens a whole part.
 
 The decision (``views.lighting = auto``): on when the references' mean grey levels vary by more than
-:data:`LIGHTING_LIMIT` (coefficient of variation). Measured on the references of
-``benchmarks/bench_surfaces.py`` (k = 4, seeds 0 and 1): MVTec bottle 0.010-0.011, KolektorSDD
-0.015-0.028, the simulated textile 0.041, the relit copy of KolektorSDD (gain 0.7-1.3, offset +-25)
-0.10-0.23. One reference shows no variation between parts: auto leaves it off.
+:data:`LIGHTING_LIMIT` (coefficient of variation), a limit set between the sets whose parts are lit
+alike and a relit copy of KolektorSDD (the README's surfaces section gives the measured variation).
+One reference shows no variation between parts: auto leaves it off.
 """
 
 from __future__ import annotations
