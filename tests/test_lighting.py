@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthetic import plant_defect, texture
 from vandal.data.lighting import LIGHTING_LIMIT, check_target, grey_stats, lighting_target, normalise_lighting
 from vandal.detector import Detector
+
+from synthetic import plant_defect, texture
 
 
 def lit(image: np.ndarray, gain: float, offset: float = 0.0) -> np.ndarray:
