@@ -51,14 +51,14 @@ def test_a_damaged_saved_target_names_its_field(bad):
 def relit():
     """Parts under a drifting lamp: the detector brings every image to the references' lighting."""
     references = [lit(texture(i), gain) for i, gain in enumerate((0.7, 0.9, 1.1, 1.3))]
-    return Detector(image_size=128, device="cpu", progress=False).fit(references)
+    return Detector(image_size=128, device="cpu", progress=False, lighting="auto").fit(references)
 
 
 def test_a_relit_normal_part_scores_as_it_would_under_the_references_light(relit):
     assert relit.plan_.lighting is not None
     normal = texture(20)
     scores = [p.pred_score for p in relit.predict([lit(normal, g) for g in (0.75, 1.0, 1.2)])]
-    plain = Detector(image_size=128, device="cpu", progress=False, lighting="off").fit(
+    plain = Detector(image_size=128, device="cpu", progress=False).fit(  # off by default
         [lit(texture(i), g) for i, g in enumerate((0.7, 0.9, 1.1, 1.3))])
     assert plain.plan_.lighting is None
     off = [p.pred_score for p in plain.predict([lit(normal, g) for g in (0.75, 1.0, 1.2)])]

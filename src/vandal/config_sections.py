@@ -87,8 +87,9 @@ class ViewsConfig:
     resize: str = option("auto", "auto (decided once from the references: tile when their long side is >= 1.5 x the "
                                  "short one, else squash), "
                                  "squash (the papers), pad, or tile (long images).", choices=RESIZE_POLICIES)
-    lighting: str = option("auto", "Bring every image's brightness and contrast to the references'. auto: when the "
-                                   "references' brightness varies between parts (data/lighting.py); on; off.",
+    lighting: str = option("off", "Bring every image's brightness and contrast to the references'. auto: when the "
+                                  "references' brightness varies between parts (data/lighting.py); on: always; "
+                                  "off (default: it helped one relit draw and hurt another, README).",
                            choices=LIGHTING_MODES)
 
 
@@ -142,7 +143,7 @@ class DistributionConfig:
 
     mode: str = option("auto", "Image-level distribution score (sees global changes: a texture finer, coarser or "
                                "turned). on: joins the image score by maximum; auto: as on, unless the references "
-                               "(k >= 2) differ from each other more than one reference's halves do (parts that "
+                               "(k >= 2; one tiled long part: its tiles) differ from each other more than one reference's halves do (parts that "
                                "vary globally: lighting, placement); only: it alone is the image score (maps still "
                                "from the memory); off. Needs a deepest token grid of >= 8 x 8 (128 px at "
                                "stride 16): below, on and auto switch it off with a warning and only is refused.",
