@@ -163,8 +163,8 @@ def split_null(grids: torch.Tensor) -> float:
     ``[h, w, C]``, or ``[V, h, w, C]``: the views of one image (tiles of a long part), each halved the
     same way and the halves pooled, so the null compares half of the whole image with the other half,
     at the scale a test image's mean token (over all its views) is compared. A single tile's halves
-    hold a third of a KolektorSDD image's tokens and miss how the part varies along its length: 3-5x
-    the whole image's split null there (k = 4 references)."""
+    hold a third of a KolektorSDD image's tokens and miss how the part varies along its length (the
+    README's surfaces section gives the measured difference)."""
     halves = [diagonal_halves(grid) for grid in (grids if grids.ndim == 4 else grids[None])]
     a, b = (torch.cat(parts) for parts in zip(*halves, strict=True))
     one = TokenGaussian.fit(TokenMoments.of(b)).mean_shift(a)
