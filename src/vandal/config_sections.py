@@ -143,9 +143,9 @@ class DistributionConfig:
 
     mode: str = option("auto", "Image-level distribution score (sees global changes: a texture finer, coarser or "
                                "turned). on: joins the image score by maximum; auto: as on, unless the references "
-                               "(k >= 2; one tiled long part: its tiles) differ from each other more than one reference's halves do (parts that "
-                               "vary globally: lighting, placement); only: it alone is the image score (maps still "
-                               "from the memory); off. Needs a deepest token grid of >= 8 x 8 (128 px at "
+                               "(k >= 2; one tiled long part: its tiles) differ from each other more than one "
+                               "reference's halves do (parts that vary globally: lighting, placement); only: it "
+                               "alone is the image score (maps still from the memory); off. Needs a deepest token grid of >= 8 x 8 (128 px at "
                                "stride 16): below, on and auto switch it off with a warning and only is refused.",
                        alias="distribution",
                        choices=DISTRIBUTION_MODES)

@@ -18,7 +18,6 @@ import torch
 
 from .backbones import Backbone, BackboneOutput
 from .data.layout import View, image_views, to_input
-from .data.lighting import normalise_lighting
 from .memory.align import turn_half
 from .memory.augment import Transform, augment
 from .memory.individual import ObjectCrop, crop_inputs, crop_object, find_objects
@@ -78,9 +77,7 @@ class Embedder:
     def views(self, image: np.ndarray) -> tuple[list[View], torch.Tensor]:
         """``[H, W, 3]`` uint8 -> (views, ``[V, 3, S, S]`` inputs) under the resize policy (after the
         product's lighting normalisation, when it has one)."""
-        if self.lighting is not None:
-            image = normalise_lighting(image, self.lighting)
-        return image_views(image, self.size, self.backbone.preprocessing, self.resize)
+        return image_views(image, self.size, self.backbone.preprocessing, self.resize, self.lighting)
 
     def image(self, image: np.ndarray, name: str | None = None,
               views: tuple[list[View], torch.Tensor] | None = None) -> EmbeddedImage:

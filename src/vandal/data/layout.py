@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..backbones.base import Preprocessing
+from .lighting import normalise_lighting
 
 POLICIES = ("auto", "squash", "pad", "tile")
 TILE_ASPECT = 1.5  # auto: long side / short side from which an image is tiled
@@ -100,8 +101,12 @@ def to_input(rgb: np.ndarray, size: int, prep: Preprocessing) -> torch.Tensor:
     return (tensor - mean) / std
 
 
-def image_views(image: np.ndarray, size: int, prep: Preprocessing, policy: str) -> tuple[list[View], torch.Tensor]:
-    """``[H, W, 3]`` uint8 -> (views, ``[V, 3, size, size]`` inputs)."""
+def image_views(image: np.ndarray, size: int, prep: Preprocessing, policy: str,
+                lighting: tuple[float, float] | None = None) -> tuple[list[View], torch.Tensor]:
+    """``[H, W, 3]`` uint8 -> (views, ``[V, 3, size, size]`` inputs); ``lighting``: the product's grey-level
+    (mean, std) the image is first brought to (:func:`~vandal.data.lighting.normalise_lighting`)."""
+    if lighting is not None:
+        image = normalise_lighting(image, lighting)
     views = plan_views(image.shape[0], image.shape[1], policy)
     return views, torch.stack([to_input(crop_view(image, v), size, prep) for v in views])
 

@@ -19,13 +19,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..config_sections import LIGHTING_MODES
+
 LIGHTING_LIMIT = 0.06  # coefficient of variation of the references' mean grey levels
-MODES = ("auto", "on", "off")
 MIN_STD = 1.0  # grey levels: a flat image keeps its contrast (no division by ~0)
 
 
 def grey_stats(image: np.ndarray) -> tuple[float, float]:
-    """``[H, W, 3]`` uint8 -> (mean, std) of its grey levels (the channels' mean)."""
+    """``[H, W, 3]`` uint8 (or float) -> (mean, std) of its grey levels (the channels' mean)."""
     grey = np.asarray(image, dtype=np.float32).mean(axis=-1)
     return float(grey.mean()), float(grey.std())
 
@@ -34,8 +35,8 @@ def lighting_target(mode: str, images: Sequence[np.ndarray]) -> tuple[float, flo
     """The references' common (mean, std) of grey levels when their lighting is normalised, else None.
     ``on``: always (with any reference); ``auto``: when two or more references vary in brightness by more
     than :data:`LIGHTING_LIMIT`; ``off``: never."""
-    if mode not in MODES:
-        raise ValueError(f"views.lighting must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in LIGHTING_MODES:
+        raise ValueError(f"views.lighting must be one of {', '.join(LIGHTING_MODES)}, got {mode!r}")
     if mode == "off" or not images:
         return None
     stats = np.array([grey_stats(image) for image in images])
@@ -48,10 +49,12 @@ def lighting_target(mode: str, images: Sequence[np.ndarray]) -> tuple[float, flo
 
 def normalise_lighting(image: np.ndarray, target: tuple[float, float]) -> np.ndarray:
     """``[H, W, 3]`` uint8 with its grey-level mean and std moved to ``target`` (uint8, clipped)."""
-    mean, std = grey_stats(image)
-    gain = target[1] / max(std, MIN_STD)
-    out = (np.asarray(image, dtype=np.float32) - mean) * gain + target[0]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.asarray(image, dtype=np.float32)  # one float copy: its statistics and the result
+    mean, std = grey_stats(out)
+    out -= mean
+    out *= target[1] / max(std, MIN_STD)
+    out += target[0]
+    return np.clip(np.rint(out, out=out), 0, 255, out=out).astype(np.uint8)
 
 
 def check_target(value: object, field: str) -> tuple[float, float] | None:

@@ -20,7 +20,7 @@ from ..backbones.base import Preprocessing
 from ..config import ConfigError, DetectorConfig, from_dict, stage_of
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layout import View, image_views
-from ..data.lighting import normalise_lighting
+from ..data.lighting import check_target
 from ..runner import Runner
 from ..scoring.distribution import decision_of, shift_of_terms
 from ..scoring.fusion import ScoredImage
@@ -63,8 +63,7 @@ class OnnxDetector(Runner):
                                            self.metadata_["resample"])
         self.n_references_ = int(self.metadata_["n_references"])
         # The references' lighting target (files from before it: none)
-        target = self.metadata_.get("lighting")
-        self.lighting: tuple[float, float] | None = None if target is None else (float(target[0]), float(target[1]))
+        self.lighting = check_target(self.metadata_.get("lighting"), "lighting")
 
     @property
     def backbone_name(self) -> str:
@@ -101,9 +100,7 @@ class OnnxDetector(Runner):
     # ------------------------------------------------------------------ predict
     def views(self, image: np.ndarray) -> tuple[list[View], torch.Tensor]:
         """``[H, W, 3]`` uint8 -> (views, ``[V, 3, S, S]`` normalised inputs) under the resize policy."""
-        if self.lighting is not None:
-            image = normalise_lighting(image, self.lighting)
-        return image_views(image, self.image_size, self.preprocessing, self.config.views.resize)
+        return image_views(image, self.image_size, self.preprocessing, self.config.views.resize, self.lighting)
 
     def raw_maps(self, inputs: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Normalised views ``[V, 3, S, S]`` -> the graph's smoothed raw maps ``[V, S, S]`` and the

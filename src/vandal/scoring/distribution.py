@@ -189,8 +189,10 @@ def views_null(grids: torch.Tensor) -> float | None:
     views = grids.shape[0]
     if views < 2:
         return None
-    values = [TokenGaussian.fit(TokenMoments.of(torch.cat([grids[:i], grids[i + 1:]]))).mean_shift(grids[i])
-              for i in range(views)]
+    each = [TokenMoments.of(grid) for grid in grids]
+    total = sum(each[1:], each[0])
+    # each fold a subtraction of moments, as the leave-one-out folds (no refit over tokens)
+    values = [float(TokenGaussian.fit(total - m).mean_shifts_of_means(m.mean[None])[0]) for m in each]
     return 2 * (views - 1) / views**2 * sum(values) / views
 
 
