@@ -153,6 +153,16 @@ def test_musc_capped_batches_still_score_every_image(batch):
     assert len(predictions) == len(batch) and all(np.isfinite(p.pred_score) for p in predictions)
 
 
+def test_the_all_pairs_comparisons_show_a_progress_bar(batch, capsys):
+    """Minutes on a CPU for a hundred images: one step per part, tap and neighbourhood, and none when quiet."""
+    Detector(preset="musc", image_size=128, mutual_batch_cap=4, progress=True).fit().predict(batch)
+    err = capsys.readouterr().err
+    steps = 2 * 2 * 3  # 6 images in 2 parts of 3, taps 8 and 16, neighbourhoods 1, 3, 5
+    assert f"comparing {len(batch)} images with each other" in err and f"{steps}/{steps}" in err
+    Detector(preset="musc", image_size=128, progress=False).fit().predict(batch)
+    assert "comparing" not in capsys.readouterr().err
+
+
 def test_musc_refuses_onnx_export(tmp_path):
     from vandal.export import NotExportableError, export_onnx
 

@@ -290,7 +290,7 @@ class Detector(Runner):
         if not self.transductive:
             yield from (self.score_item(item) for item in items)
             return
-        answers = zip(*[source.score_batch(items) for source in self.sources_])
+        answers = zip(*[source.score_batch(items, self.progress) for source in self.sources_])
         for item, answer in zip(items, answers):
             yield collect(item, list(zip(self.sources_, answer)), self.embedder_.size,
                           self.config.post.smoothing_sigma)

@@ -15,7 +15,7 @@ then re-scored over a k-nearest graph of global features (RsCIN, :func:`rescore`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,15 +65,21 @@ def nearest_other_group(tokens: torch.Tensor, groups: torch.Tensor, query_chunk:
 
 def mutual_maps(taps: Sequence[torch.Tensor], groups: torch.Tensor, size: int,
                 neighbourhood: Sequence[int] = (3,), key_taps: Sequence[torch.Tensor] | None = None,
-                key_groups: torch.Tensor | None = None) -> torch.Tensor:
+                key_groups: torch.Tensor | None = None, step: Callable[[], object] | None = None) -> torch.Tensor:
     """Tap grids ``[N, h_t, w_t, C_t]`` of N items -> maps ``[N, size, size]``: per tap, the mean over
     neighbourhood scales of the distance to the other groups (of ``key_taps`` when given),
-    upsampled and summed over taps."""
+    upsampled and summed over taps. step: called after each (tap, scale) comparison (progress)."""
     return sum_over_taps((torch.stack([
-        nearest_other_group(pool_neighbourhood(grid, r), groups,
-                            keys=None if key_taps is None else pool_neighbourhood(key_taps[t], r),
-                            key_groups=key_groups)
+        _stepped(nearest_other_group(pool_neighbourhood(grid, r), groups,
+                                     keys=None if key_taps is None else pool_neighbourhood(key_taps[t], r),
+                                     key_groups=key_groups), step)
         for r in neighbourhood]).mean(0) for t, grid in enumerate(taps)), size)
+
+
+def _stepped(result: torch.Tensor, step: Callable[[], object] | None) -> torch.Tensor:
+    if step is not None:
+        step()
+    return result
 
 
 def mutual_object_maps(taps: Sequence[torch.Tensor], size: int, neighbourhood: Sequence[int] = (3,),
@@ -93,20 +99,22 @@ def mutual_object_maps(taps: Sequence[torch.Tensor], size: int, neighbourhood: S
 
 def mutual_batch_maps(taps: Sequence[torch.Tensor], image_index: torch.Tensor, size: int,
                       neighbourhood: Sequence[int] = (3,), scoring: str = "nearest",
-                      lowest: float = MUSC_LOWEST) -> torch.Tensor:
+                      lowest: float = MUSC_LOWEST, step: Callable[[], object] | None = None) -> torch.Tensor:
     """TRANSDUCTIVE: the views of a batch of test images, taps ``[V, h, w, C]`` and the image each
     view belongs to ``[V]`` -> ``[V, size, size]``, every view compared with the *other test images*.
     Scores depend on the batch: a defect shared by most images of the batch goes unseen.
 
     scoring: ``nearest`` (the nearest cosine distance over all other images) or ``musc`` (MuSc's
     LayerNorm, LNAMD and MSM with the ``lowest`` fraction of the other images; see the module docstring).
+    step: called after each of the ``len(taps) x len(neighbourhood)`` all-pairs comparisons (progress).
     """
     if scoring == "nearest":
-        return mutual_maps(taps, image_index, size, neighbourhood)
+        return mutual_maps(taps, image_index, size, neighbourhood, step=step)
     if scoring != "musc":
         raise ValueError(f"mutual scoring must be nearest or musc, got {scoring!r}")
     return sum_over_taps((torch.stack([
-        lowest_mean(group_distances(lnamd(F.layer_norm(grid, tuple(grid.shape[1:])), r), image_index), lowest)
+        _stepped(lowest_mean(group_distances(lnamd(F.layer_norm(grid, tuple(grid.shape[1:])), r), image_index),
+                             lowest), step)
         for r in neighbourhood]).mean(0) for grid in taps), size)
 
 

@@ -137,8 +137,9 @@ class ScoreSource:
             f"ONNX export does not cover the {self.name} source{enabled}: refit without that option to export, "
             "or keep the torch bundle (vandal predict MODEL_DIR ...) for it")
 
-    def score_batch(self, items: list[EmbeddedImage]) -> list[SourceScore]:
-        """Transductive sources score a whole batch at once; the others one by one."""
+    def score_batch(self, items: list[EmbeddedImage], progress: bool = False) -> list[SourceScore]:
+        """Transductive sources score a whole batch at once (with a progress bar over their slow
+        comparisons when ``progress``); the others one by one."""
         return [self.score(item) for item in items]
 
     def fixed_levels(self) -> FixedLevels | None:

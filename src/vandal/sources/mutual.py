@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm.auto import tqdm
 
 from ..data.layout import merge_views
 from ..memory.individual import paste_object_maps
@@ -104,23 +105,28 @@ class MutualBatchSource(_Mutual):
         # Re-scored image scores replace the map maximum (RsCIN), passed as the image-score part.
         self.map_in_image_score = config.mutual.rescore is None
 
-    def score_batch(self, items: list) -> list[SourceScore]:
-        """TRANSDUCTIVE: each image's views compared with the other images' views of its part of the call."""
+    def score_batch(self, items: list, progress: bool = False) -> list[SourceScore]:
+        """TRANSDUCTIVE: each image's views compared with the other images' views of its part of the call
+        (the all-pairs comparisons, minutes for a hundred images on a CPU, under a progress bar)."""
         if len(items) < 2:
             raise ValueError("mutual='batch' compares each image with the other images of the batch: give at least 2")
         mutual = self.config.mutual
+        neighbourhood = self.config.memory.neighbourhood
         maps: list[torch.Tensor] = [torch.empty(0)] * len(items)
-        for part in split_batch(len(items), mutual.batch_cap):
-            chosen = [items[i] for i in part]
-            counts = [item.inputs.shape[0] for item in chosen]
-            taps = [torch.cat([item.output.taps[t] for item in chosen]) for t in range(len(chosen[0].output.taps))]
-            index = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)])
-            views = mutual_batch_maps(taps, index, self.embedder.size, self.config.memory.neighbourhood,
-                                      mutual.scoring, mutual.lowest)
-            views = smoothed(views, self.config.post.smoothing_sigma)
-            for j, (i, item) in enumerate(zip(part, chosen)):
-                own = (index == j).to(views.device)
-                maps[i] = merge_views(views[own], item.views, item.height, item.width)
+        parts = split_batch(len(items), mutual.batch_cap)
+        with tqdm(total=len(parts) * len(items[0].output.taps) * len(neighbourhood), unit="comparison",
+                  desc=f"predict: comparing {len(items)} images with each other", disable=not progress) as bar:
+            for part in parts:
+                chosen = [items[i] for i in part]
+                counts = [item.inputs.shape[0] for item in chosen]
+                taps = [torch.cat([item.output.taps[t] for item in chosen]) for t in range(len(chosen[0].output.taps))]
+                index = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)])
+                views = mutual_batch_maps(taps, index, self.embedder.size, neighbourhood, mutual.scoring,
+                                          mutual.lowest, step=bar.update)
+                views = smoothed(views, self.config.post.smoothing_sigma)
+                for j, (i, item) in enumerate(zip(part, chosen)):
+                    own = (index == j).to(views.device)
+                    maps[i] = merge_views(views[own], item.views, item.height, item.width)
         if mutual.rescore is None:
             return [SourceScore(m) for m in maps]
         maxima = torch.stack([m.amax() for m in maps]).float().cpu()
