@@ -278,3 +278,14 @@ def test_python_api_resumes_a_cli_run(tree, first_run, tmp_path, fit_calls):
     config = EvalConfig("mvtec", str(tree), shots=[1], seeds=1, detector=from_dict({"image_size": 64}))
     doc = evaluate(config, out, progress=False, echo=lambda _: None)
     assert fit_calls == [] and len(doc["runs"]) == 2  # same settings, written as JSON: nothing recomputed
+
+
+def test_a_transductive_cell_shows_its_comparisons_with_progress_on(tree, tmp_path):
+    """musc compares the whole test set at once (minutes on a CPU): that work has a bar, as predict's has."""
+    code, output = run(tree, tmp_path / "eval", "--shots", "0", "--preset", "musc", "--categories", "fabric",
+                       "--image-size", "64", "--progress", "--no-legacy-pro")
+    assert code == 0, output
+    assert "comparing 6 images with each other" in output
+    code, output = run(tree, tmp_path / "quiet", "--shots", "0", "--preset", "musc", "--categories", "fabric",
+                       "--image-size", "64", "--no-progress", "--no-legacy-pro")
+    assert code == 0 and "comparing" not in output

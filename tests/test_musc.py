@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vandal import Detector
 from vandal.config import ConfigError, from_dict
@@ -187,6 +188,28 @@ def test_musc_bundle_predicts_through_the_service(batch, tmp_path):
     assert answer.status_code == 200, answer.text
     scores = [p["pred_score"] for p in answer.json()["results"]]
     assert len(scores) == len(batch) and max(scores[:2]) < min(scores[2:])
+    # one image cannot be compared with others: the request is refused, the model is not "damaged"
+    alone = client.post("/models/musc/predict?include=", files=parts([("0.png", png_bytes(batch[0]))]))
+    assert alone.status_code == 422 and "at least 2" in alone.text and "damaged" not in alone.text
+
+
+def test_ray_engine_refuses_a_transductive_bundle_before_starting_a_cluster(batch, tmp_path, monkeypatch):
+    from vandal.engines import ray_engine
+
+    Detector(preset="musc", image_size=64, progress=False).fit().save(tmp_path / "musc")
+    paths = []
+    for i, image in enumerate(batch[:3]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(paths[-1])
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(ray_engine, "cluster", no_cluster)
+    with pytest.raises(ValueError, match="transductive.*--engine local"):
+        ray_engine.ray_predict(tmp_path / "musc", paths, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
 
 
 def test_musc_decision_level_is_the_cosine_level_in_euclidean_units():

@@ -38,7 +38,8 @@ def _saved_detector(model: Path, options: dict, runtime: dict):
     fixed = fit_stage_given(options)
     if fixed:
         fail(f"{', '.join(fixed)} only apply with --zero-shot; a saved detector fixes them at fit time "
-             f"(refit with `vandal fit ... {fixed[0]} ...`)")
+             f"(refit with `vandal fit ... {fixed[0]} ...`; a reference-free one, such as --preset musc, is rebuilt "
+             f"with `vandal predict --zero-shot ... {fixed[0]} ...`)")
     detector = load(model, **runtime)
     thresholds = given_flags(options)
     return detector.set_params(**thresholds) if thresholds else detector
@@ -116,7 +117,8 @@ def _ray_predict(inputs: tuple[str, ...], out: Path, options: dict, zero_shot: b
     from ..engines.ray_engine import is_uri, ray_predict
 
     if zero_shot:
-        fail("--engine ray scores a saved detector (MODEL_DIR or model.onnx): fit or export one first")
+        fail("--engine ray scores a saved detector (MODEL_DIR or model.onnx): fit or export one first "
+             "(transductive detectors, --mutual batch or --preset musc, run with --engine local only)")
     if len(inputs) < 2:
         fail("usage: vandal predict MODEL IMAGES... --out DIR --engine ray")
     fixed = fit_stage_given(options)

@@ -174,6 +174,27 @@ def model_files(model: str | os.PathLike) -> dict[str, bytes]:
     raise FileNotFoundError(f"{model}: not a saved detector folder or an .onnx file")
 
 
+def _refuse_transductive(model: str | os.PathLike) -> None:
+    """Before any cluster starts: workers score one image at a time, which a transductive detector (mutual
+    batch, musc) cannot. ONNX graphs are never transductive (export refuses them)."""
+    from ..bundle import read_document
+    from ..config import ConfigError, from_dict
+
+    if not Path(model).is_dir():
+        return
+    saved = read_document(model).get("config")
+    try:
+        config = from_dict(saved) if isinstance(saved, dict) else None
+    except ConfigError:
+        config = None
+    if config is None:
+        return  # a damaged bundle: loading it in the workers says so, naming the field
+    if config.mutual.mode == "batch":
+        raise ValueError(f"{model}: this detector is transductive (mutual.mode = batch): it scores the images against "
+                         "each other, which Ray workers scoring one image each cannot; use --engine local "
+                         "(vandal predict MODEL_DIR IMAGES... --out DIR)")
+
+
 def load_model(files: dict[str, bytes], runtime: dict[str, Any], threads: int, folder: str) -> Predictor:
     """Write ``files`` (:func:`model_files`) to ``folder`` and load them with :func:`vandal.load`
     (``runtime``: device, max_pixels, allow_download): an ``.onnx`` file runs ``threads`` threads."""
@@ -278,6 +299,7 @@ def ray_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike], o
         raise ValueError("no images to score: give image files, folders or URIs")
     stems = unique_stems(paths)
     files = model_files(model)
+    _refuse_transductive(model)
     runtime = {"max_pixels": max_pixels, "allow_download": allow_download}
     rows, skipped, scores, table = [], [], {}, []
     with cluster(address, num_cpus) as ray, claim(out, planned_files(stems, save_maps), overwrite) as folder:

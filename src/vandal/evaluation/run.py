@@ -89,7 +89,11 @@ def run_cell(config: EvalConfig, split: CategorySplit, shots: int, seed: int, ma
         if grid:
             raise ValueError("--protocol grid scores one image at a time, but this detector compares the test images "
                              "with each other (mutual batch): use --protocol 518 or native")
-        predictions = detector.predict([str(sample.path) for sample in split.test])
+        detector.progress = progress  # the all-pairs comparisons take minutes on a CPU: show their bar
+        try:
+            predictions = detector.predict([str(sample.path) for sample in split.test])
+        finally:
+            detector.progress = False
         for sample, prediction in zip(split.test, predictions, strict=True):
             acc.add(sample, prediction)
     for sample in tqdm([] if detector.transductive else split.test, desc=desc, unit="img", leave=False,

@@ -245,6 +245,9 @@ class ModelStore:
         """
         with self.lock(name):
             detector = self.detector(name)
+            if detector.transductive and len(images) < 2:
+                raise ServiceError(422, f"model {name!r} is transductive (mutual.mode = batch): it scores images against "
+                                        f"each other, so a request needs at least 2 readable images; got {len(images)}")
             try:
                 level = decision_levels(detector.config.post, image_threshold, pixel_threshold).pixel
                 predictions = detector.predict(list(images), image_threshold=image_threshold,

@@ -59,8 +59,9 @@ class _Mutual(ScoreSource):
         if config.mutual.mode != cls.mode:
             return False
         if has_references:
-            raise ValueError("mutual comparison is the reference-free mode: call fit() with no images, "
-                             "or drop mutual to use the references")
+            raise ValueError("mutual comparison is the reference-free mode: fit it with no normal images (`vandal "
+                             "predict --zero-shot --mutual batch ...` or `--preset musc`; in Python `fit()`), or drop "
+                             "mutual to use the references")
         return True
 
     def fixed_levels(self) -> FixedLevels:
@@ -109,7 +110,9 @@ class MutualBatchSource(_Mutual):
         """TRANSDUCTIVE: each image's views compared with the other images' views of its part of the call
         (the all-pairs comparisons, minutes for a hundred images on a CPU, under a progress bar)."""
         if len(items) < 2:
-            raise ValueError("mutual='batch' compares each image with the other images of the batch: give at least 2")
+            raise ValueError(f"mutual='batch' compares each image with the other images of the batch: give at least 2 "
+                             f"readable, distinct images (got {len(items)} after unreadable files were skipped and "
+                             "repeated paths dropped)")
         mutual = self.config.mutual
         neighbourhood = self.config.memory.neighbourhood
         maps: list[torch.Tensor] = [torch.empty(0)] * len(items)
