@@ -94,3 +94,17 @@ def test_a_one_pixel_image_is_named(setup, tmp_path):
     assert skipped.exit_code == 0, skipped.output
     with open(tmp_path / "out2" / "skipped.csv") as handle:
         assert str(tiny) in handle.read()
+
+
+def test_fit_names_a_normal_image_too_small_to_calibrate_on(tmp_path):
+    from vandal.detector import Detector
+
+    rng = np.random.default_rng(0)
+    strip = tmp_path / "strip.png"
+    Image.fromarray((rng.random((3, 40, 3)) * 99).astype(np.uint8)).save(strip)
+    good = [(rng.random((60, 60, 3)) * 99).astype(np.uint8) for _ in range(2)]
+    with pytest.raises(ValueError, match=r"at least 4 x 4 pixels.*strip\.png"):
+        Detector(image_size=64, progress=False, device="cpu").fit([*good, str(strip)])
+    fitted = Detector(image_size=64, progress=False, device="cpu").fit(good)
+    with pytest.raises(ValueError, match=r"strip\.png"):
+        fitted.add_references([str(strip)])

@@ -182,3 +182,24 @@ def test_one_tiled_reference_whose_places_differ_drops_the_mean_token():
         lit[i, ..., :4] += 1.0 * i
     assert fitted([same]).parts_differ() is False
     assert fitted([lit]).parts_differ() is True
+
+
+def weave(height: int, width: int, phase: int = 0, seed: int = 0) -> np.ndarray:
+    """A checker weave of period 8 px with a little noise, shifted by ``phase`` pixels."""
+    rng = np.random.default_rng(seed)
+    y, x = np.arange(height)[:, None] + phase, np.arange(width)[None, :] + phase
+    grey = 128 + 60 * np.sign(np.sin(2 * np.pi * x / 8) * np.sin(2 * np.pi * y / 8))
+    grey = grey[..., None] + rng.normal(0, 4, (height, width, 1))
+    return np.clip(np.repeat(grey, 3, 2), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (64, 256)])
+def test_the_aliasing_check_shifts_by_a_quarter_token_of_one_tile(shape):
+    """A weave near the stride must not flag a good part shifted by two pixels, tiled or not: the check's
+    crops are a quarter token apart, a token measured on one view (a tile), not on the whole long image."""
+    from vandal.detector import Detector
+
+    detector = Detector(image_size=128, progress=False, device="cpu", distribution="on").fit([weave(*shape)])
+    assert len(detector.embedder_.views(weave(*shape))[0]) == shape[1] // shape[0]  # one view, or 4 tiles
+    scores = [detector.predict(weave(*shape, phase=p, seed=5))[0].distribution_score for p in (0, 2, 4)]
+    assert max(scores) < 0.5, scores

@@ -82,3 +82,19 @@ def test_the_target_travels_with_the_bundle_and_the_onnx_file(relit, tmp_path):
     for other in (loaded, OnnxDetector(path, device="cpu", progress=False)):
         for w, g in zip(want, other.predict(images), strict=True):
             assert abs(w.pred_score - g.pred_score) <= 1e-3 and w.pred_label == g.pred_label
+
+
+def test_flat_references_give_a_target_that_loads_again(tmp_path):
+    """Constant references have no grey-level spread: the saved target keeps the least one, so the bundle and
+    the ONNX file load (a zero spread was saved, then refused as damaged)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vandal.export import OnnxDetector, export_onnx
+
+    flat = [np.full((64, 64, 3), value, np.uint8) for value in (100, 150)]
+    detector = Detector(image_size=64, progress=False, device="cpu", lighting="auto").fit(flat)
+    assert detector.plan_.lighting is not None and detector.plan_.lighting[1] > 0
+    detector.save(str(tmp_path / "bundle"))
+    loaded = Detector.load(str(tmp_path / "bundle"), device="cpu", progress=False)
+    assert loaded.plan_.lighting == pytest.approx(detector.plan_.lighting)
+    OnnxDetector(export_onnx(detector, tmp_path / "model.onnx"), device="cpu", progress=False).predict(flat[:1])

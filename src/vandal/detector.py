@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import FIELDS, DetectorConfig, from_dict, stage_of
-from .data.images import DEFAULT_MAX_PIXELS, ImageInput, as_image_list, load_image
+from .data.images import DEFAULT_MAX_PIXELS, ImageInput, as_image_list, describe, load_image
 from .embedding import PRECISIONS, EmbeddedImage, Embedder
 from .runner import Runner
 from .scoring.fusion import ScoredImage, collect
@@ -210,7 +210,7 @@ class Detector(Runner):
         from .calibration import calibrate_sources
         from .planning import choose_plan
 
-        images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
+        images = self._references(normal_images)
         # What a source learned without references (text features, adapters) carries over a refit.
         carried = {s.name: (s.state_dict(), s.meta()) for s in getattr(self, "sources_", [])
                    if s.carries_over(self.config)}
@@ -226,6 +226,19 @@ class Detector(Runner):
         self.calibration_ = calibrate_sources(self.sources_, self.embedder_, self.config.post.smoothing_sigma,
                                               references, self.progress)
         return self
+
+    def _references(self, normal_images: Iterable[ImageInput] | ImageInput | None) -> list[np.ndarray]:
+        """The normal images decoded; one smaller than the calibration's cells is refused, by name."""
+        from .scoring.thresholds import CELLS
+
+        inputs = as_image_list(normal_images)
+        images = [load_image(x, self.max_pixels) for x in inputs]
+        small = [describe(x, i) for i, (x, image) in enumerate(zip(inputs, images)) if min(image.shape[:2]) < CELLS]
+        if small:
+            raise ValueError(f"normal images must be at least {CELLS} x {CELLS} pixels (calibration cuts each "
+                             f"held-out map into {CELLS} x {CELLS} cells); too small: {', '.join(small[:5])}"
+                             f"{' ...' if len(small) > 5 else ''}. Leave them out of the normal images")
+        return images
 
     def _add_references(self, sources: list[ScoreSource], images: list[np.ndarray]) -> list[EmbeddedImage]:
         """Embed each reference once (with its planned augmented views) and hand it to every source ->
@@ -249,7 +262,7 @@ class Detector(Runner):
         from .calibration import extend_calibration
 
         self._check_fitted()
-        images = [load_image(x, self.max_pixels) for x in as_image_list(normal_images)]
+        images = self._references(normal_images)
         if not images:
             raise ValueError("add_references needs at least one image")
         if not self.n_references_:

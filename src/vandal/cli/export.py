@@ -31,5 +31,5 @@ def export(model: Path, format_: str, out: Path, external_data: bool) -> None:
     size = path.stat().st_size + (Path(f"{path}.data").stat().st_size if external_data else 0)
     spec = detector.backbone_.spec
     echo(f"wrote {path} ({size / 2**20:.1f} MiB{f', tensors in {path}.data' if external_data else ''}): "
-         f"{spec.name} at {spec.image_size} px, resize={detector.config.views.resize}, "
+         f"{spec.name} at {spec.image_size} px, resize={detector.plan_.resize or detector.config.views.resize}, "
          f"{detector.n_references_} reference(s); checked against torch on a test input")

@@ -44,7 +44,8 @@ def lighting_target(mode: str, images: Sequence[np.ndarray]) -> tuple[float, flo
     varies = len(images) >= 2 and means.std() > LIGHTING_LIMIT * max(means.mean(), 1e-6)
     if mode == "auto" and not varies:
         return None
-    return float(means.mean()), float(stats[:, 1].mean())
+    # A flat reference set has no contrast to keep: the least spread a saved target may hold (it stays loadable).
+    return float(means.mean()), max(float(stats[:, 1].mean()), MIN_STD)
 
 
 def normalise_lighting(image: np.ndarray, target: tuple[float, float]) -> np.ndarray:

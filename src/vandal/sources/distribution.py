@@ -82,11 +82,12 @@ class DistributionSource(ScoreSource):
         """The deepest tap of two crops of the image, a quarter token apart diagonally (two backbone
         images). A quarter: a period near the stride changes the mean token most there (half a period
         of a symmetric weave is the same weave again)."""
-        image, (_, _, w, _) = item.image, item.output.taps[-1].shape
-        offset = int(round(0.25 * image.shape[1] / w))
-        if offset < 1 or min(image.shape[:2]) <= 4 * offset:
+        image, (_, h, w, _) = item.image, item.output.taps[-1].shape
+        view = item.views[0]  # a token spans one view's side / its grid (a tile, not the whole long image)
+        dx, dy = (int(round(0.25 * side / n)) for side, n in ((view.x1 - view.x0, w), (view.y1 - view.y0, h)))
+        if min(dx, dy) < 1 or image.shape[0] <= 4 * dy or image.shape[1] <= 4 * dx:
             return None
-        crops = (image[offset:, offset:], image[:-offset, :-offset])
+        crops = (image[dy:, dx:], image[:-dy, :-dx])
         first, second = (self._tokens(self.embedder.image(np.ascontiguousarray(c))) for c in crops)
         return first, second
 
