@@ -190,6 +190,11 @@ class MutualConfig:
                                          "into random, near-equal parts (the all-pairs cost grows with the square); "
                                          "default: the whole call.", alias="mutual_batch_cap")
 
+    @property
+    def transductive(self) -> bool:
+        """Whether a score depends on the other test images of the call (batch mode)."""
+        return self.mode == "batch"
+
     def __post_init__(self) -> None:
         if self.mode != "batch" and (self.scoring != "nearest" or self.rescore or self.batch_cap is not None):
             raise ConfigError("mutual.scoring, mutual.rescore and mutual.batch_cap shape the batch comparison: "

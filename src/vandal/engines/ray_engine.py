@@ -189,7 +189,7 @@ def _refuse_transductive(model: str | os.PathLike) -> None:
         config = None
     if config is None:
         return  # a damaged bundle: loading it in the workers says so, naming the field
-    if config.mutual.mode == "batch":
+    if config.mutual.transductive:
         raise ValueError(f"{model}: this detector is transductive (mutual.mode = batch): it scores the images against "
                          "each other, which Ray workers scoring one image each cannot; use --engine local "
                          "(vandal predict MODEL_DIR IMAGES... --out DIR)")

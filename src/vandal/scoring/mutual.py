@@ -69,17 +69,27 @@ def mutual_maps(taps: Sequence[torch.Tensor], groups: torch.Tensor, size: int,
     """Tap grids ``[N, h_t, w_t, C_t]`` of N items -> maps ``[N, size, size]``: per tap, the mean over
     neighbourhood scales of the distance to the other groups (of ``key_taps`` when given),
     upsampled and summed over taps. step: called after each (tap, scale) comparison (progress)."""
-    return sum_over_taps((torch.stack([
-        _stepped(nearest_other_group(pool_neighbourhood(grid, r), groups,
-                                     keys=None if key_taps is None else pool_neighbourhood(key_taps[t], r),
-                                     key_groups=key_groups), step)
-        for r in neighbourhood]).mean(0) for t, grid in enumerate(taps)), size)
+    def distance(t: int, grid: torch.Tensor, r: int) -> torch.Tensor:
+        keys = None if key_taps is None else pool_neighbourhood(key_taps[t], r)
+        return nearest_other_group(pool_neighbourhood(grid, r), groups, keys=keys, key_groups=key_groups)
+
+    return _over_taps_and_scales(taps, neighbourhood, size, distance, step)
 
 
-def _stepped(result: torch.Tensor, step: Callable[[], object] | None) -> torch.Tensor:
-    if step is not None:
-        step()
-    return result
+def _over_taps_and_scales(taps: Sequence[torch.Tensor], neighbourhood: Sequence[int], size: int,
+                          distance: Callable[[int, torch.Tensor, int], torch.Tensor],
+                          step: Callable[[], object] | None) -> torch.Tensor:
+    """``distance(tap index, grid, r)`` ``[N, h_t, w_t]`` averaged over the neighbourhood scales r of each
+    tap, upsampled and summed over taps; ``step`` after each (tap, scale) comparison."""
+    grids = []
+    for t, grid in enumerate(taps):
+        per_scale = []
+        for r in neighbourhood:
+            per_scale.append(distance(t, grid, r))
+            if step is not None:
+                step()
+        grids.append(torch.stack(per_scale).mean(0))
+    return sum_over_taps(grids, size)
 
 
 def mutual_object_maps(taps: Sequence[torch.Tensor], size: int, neighbourhood: Sequence[int] = (3,),
@@ -112,10 +122,12 @@ def mutual_batch_maps(taps: Sequence[torch.Tensor], image_index: torch.Tensor, s
         return mutual_maps(taps, image_index, size, neighbourhood, step=step)
     if scoring != "musc":
         raise ValueError(f"mutual scoring must be nearest or musc, got {scoring!r}")
-    return sum_over_taps((torch.stack([
-        _stepped(lowest_mean(group_distances(lnamd(F.layer_norm(grid, tuple(grid.shape[1:])), r), image_index),
-                             lowest), step)
-        for r in neighbourhood]).mean(0) for grid in taps), size)
+    normed = [F.layer_norm(grid, tuple(grid.shape[1:])) for grid in taps]  # once per tap, for every r
+
+    def distance(t: int, grid: torch.Tensor, r: int) -> torch.Tensor:
+        return lowest_mean(group_distances(lnamd(normed[t], r), image_index), lowest)
+
+    return _over_taps_and_scales(taps, neighbourhood, size, distance, step)
 
 
 # ------------------------------------------------------------------ MuSc

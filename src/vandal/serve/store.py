@@ -26,6 +26,7 @@ from ..config import ConfigError, DetectorConfig, from_dict
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..prediction import Prediction, decision_levels
 from ..runner import Predictor
+from ..sources.mutual import TooFewImagesError
 from .cache import DetectorCache, bundle_stamp
 from .errors import ServiceError
 from .settings import STATION_DIR
@@ -78,7 +79,7 @@ def summary_of(name: str, document: dict, folder: Path) -> dict[str, Any]:
         "image_threshold": levels.image,
         "pixel_threshold": levels.pixel,
         "sources": [entry.get("name") for entry in document["sources"] if isinstance(entry, dict)],
-        "transductive": config.mutual.mode == "batch",
+        "transductive": config.mutual.transductive,
         "settings": {key: list(v) if isinstance(v, tuple) else v for key, v in config.diff().items()},
         "calibration": {key: calibration.get(key) for key in ("method", "image_threshold", "pixel_threshold")},
         "vandal_version": document.get("vandal_version"),
@@ -245,15 +246,14 @@ class ModelStore:
         """
         with self.lock(name):
             detector = self.detector(name)
-            if detector.transductive and len(images) < 2:
-                raise ServiceError(422, f"model {name!r} is transductive (mutual.mode = batch): it scores images against "
-                                        f"each other, so a request needs at least 2 readable images; got {len(images)}")
             try:
                 level = decision_levels(detector.config.post, image_threshold, pixel_threshold).pixel
                 predictions = detector.predict(list(images), image_threshold=image_threshold,
                                                pixel_threshold=pixel_threshold)
             except ConfigError as error:  # the request's thresholds
                 raise ServiceError(422, str(error)) from error
+            except TooFewImagesError as error:  # a transductive model and a request of one image
+                raise ServiceError(422, f"model {name!r} is transductive (mutual.mode = batch): {error}") from error
             except ValueError as error:  # images are decoded and checked already: the model is at fault
                 raise ServiceError(409, f"model {name!r} cannot score images, its bundle is damaged ({error}); "
                                         f"roll it back (POST /models/{name}/rollback) or refit it") from error

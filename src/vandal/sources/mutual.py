@@ -50,6 +50,10 @@ def global_features(item) -> torch.Tensor:
     return out.taps[-1].float().mean(dim=(0, 1, 2))
 
 
+class TooFewImagesError(ValueError):
+    """A transductive call with fewer than two images to compare."""
+
+
 class _Mutual(ScoreSource):
     space = "image"
     mode: str
@@ -110,7 +114,7 @@ class MutualBatchSource(_Mutual):
         """TRANSDUCTIVE: each image's views compared with the other images' views of its part of the call
         (the all-pairs comparisons, minutes for a hundred images on a CPU, under a progress bar)."""
         if len(items) < 2:
-            raise ValueError(f"mutual='batch' compares each image with the other images of the batch: give at least 2 "
+            raise TooFewImagesError(f"mutual='batch' compares each image with the other images of the batch: give at least 2 "
                              f"readable, distinct images (got {len(items)} after unreadable files were skipped and "
                              "repeated paths dropped)")
         mutual = self.config.mutual
