@@ -32,14 +32,22 @@ def test_synthetic_level_rises_only_for_defects_far_above_the_null():
     assert synthetic_level(1.0, np.array([])) == 1.0
 
 
-def test_memory_threshold_never_below_a_held_out_value_and_follows_the_spread():
+def test_memory_threshold_follows_the_spread_and_one_unusual_map_does_not_pin_it():
     rng = np.random.default_rng(1)
     tight = torch.from_numpy(1.0 + 0.01 * rng.random((3, 32, 32))).float()
     loose = torch.from_numpy(1.0 + 0.3 * rng.random((3, 32, 32))).float()
-    assert memory_threshold(tight) >= float(tight.max())
+    assert memory_threshold(tight) >= float(tight.max())  # uniform noise: the level clears every held-out value
     assert memory_threshold(loose) - float(loose.max()) > memory_threshold(tight) - float(tight.max())
+    # One of four held-out maps shows a region none of the others does: the level rises with the
+    # spread it adds to the cell maxima, but is not its maximum.
+    maps = torch.from_numpy(1.0 + 0.01 * rng.random((4, 32, 32))).float()
+    maps[1, 4:8, 4:8] = 1.5
+    level = memory_threshold(maps)
+    assert memory_threshold(maps[[0, 2, 3]]) < level < 1.5
+    null_maximum = float(maps.max())
     raised = memory_threshold(tight, synthetic_scores=np.full(8, 9.0))
     assert raised == pytest.approx(math.sqrt(float(tight.max()) * 9.0), rel=1e-6)
+    assert memory_threshold(maps, synthetic_scores=np.full(8, 9.0)) == pytest.approx(math.sqrt(null_maximum * 9.0))
 
 
 def test_pixel_f1_level_separates_defect_pixels_from_normal_ones():
