@@ -48,6 +48,8 @@ def test_memory_threshold_follows_the_spread_and_one_unusual_map_does_not_pin_it
     raised = memory_threshold(tight, synthetic_scores=np.full(8, 9.0))
     assert raised == pytest.approx(math.sqrt(float(tight.max()) * 9.0), rel=1e-6)
     assert memory_threshold(maps, synthetic_scores=np.full(8, 9.0)) == pytest.approx(math.sqrt(null_maximum * 9.0))
+    # synthetic defects scoring below the unusual map's maximum (fine textures) leave the level alone
+    assert memory_threshold(maps, synthetic_scores=np.full(8, 1.2)) == level
 
 
 def test_pixel_f1_level_separates_defect_pixels_from_normal_ones():

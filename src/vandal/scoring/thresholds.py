@@ -10,11 +10,10 @@ images score up to ~1.8x the held-out maxima and defects 2-5x. One margin cannot
    the cell maxima are fitted with a Gumbel law (moments), and the image maximum of a new normal
    image, the maximum of ``cells**2`` such cells, gets the level exceeded with probability
    ``alpha``. The spread of the cell maxima, not a constant, sets the distance above the null.
-   The level may lie below the largest held-out maximum: a level floored there let one unusual
-   reference of four decide it (KolektorSDD, k = 4: seed 0's held-out maxima 0.45, 0.66, 0.46,
-   0.46 against an extreme-value level of 0.57; the floor flagged 0% of defective parts, the level
-   35% at 4% of good ones). On MVTec bottle and the simulated textile the extreme-value level
-   lies above every held-out maximum, so nothing changes there.
+   The level may lie below the largest held-out maximum: floored there, one unusual reference of
+   a few (a good part showing what the others do not) decided it alone and sat above most defects
+   (KolektorSDD; the figures are in the README's surface table). Where the references are alike,
+   the extreme-value level lies above every held-out maximum anyway.
 2. Synthetic defects (data.synthetic_anomalies) pasted into the held-out references and scored
    the same way show where defects start. When they score far above the null (objects), the level
    rises to the geometric mean of the largest held-out maximum and their low quantile, which cuts
