@@ -86,13 +86,12 @@ def memory_threshold(held_out_maps: torch.Tensor | np.ndarray | Sequence,
     synthetic-defect scores ``[S]``."""
     maxima = cell_maxima(held_out_maps, cells)
     level = gumbel_level(maxima, cells * cells, alpha)
-    null_maximum = float(maxima.max())
-    # Not floored at null_maximum: with a few references, one unusual part (a reference showing what
-    # the others do not) would pin the level at its own maximum, above most defects; its cells already
-    # widen the fit (module docstring, 1.).
     if synthetic_scores is not None:
+        # Not floored at the largest held-out value (module docstring, 1.): the synthetic defects raise
+        # the level only when they score far above it (objects).
+        null_maximum = float(maxima.max())
         raised = synthetic_level(null_maximum, synthetic_scores)
-        if raised > null_maximum:  # the defects score far above the null (objects): only then does it rise
+        if raised > null_maximum:
             level = max(level, raised)
     return level
 

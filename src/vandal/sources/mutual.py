@@ -114,9 +114,9 @@ class MutualBatchSource(_Mutual):
         """TRANSDUCTIVE: each image's views compared with the other images' views of its part of the call
         (the all-pairs comparisons, minutes for a hundred images on a CPU, under a progress bar)."""
         if len(items) < 2:
-            raise TooFewImagesError(f"mutual='batch' compares each image with the other images of the batch: give at least 2 "
-                             f"readable, distinct images (got {len(items)} after unreadable files were skipped and "
-                             "repeated paths dropped)")
+            raise TooFewImagesError(f"mutual='batch' compares each image with the other images of the batch: give at "
+                                    f"least 2 readable, distinct images (got {len(items)} after unreadable files were "
+                                    "skipped and repeated paths dropped)")
         mutual = self.config.mutual
         neighbourhood = self.config.memory.neighbourhood
         maps: list[torch.Tensor] = [torch.empty(0)] * len(items)
